@@ -1,0 +1,257 @@
+"""Training steps: the readable core the trainer calls once per batch.
+
+Each returns a :class:`StepResult` of device tensors (no host sync): the loss measured at w, the norm
+of the gradient the base optimizer used (before clipping), and whether the step was skipped (fp16
+overflow). Pick one once with :func:`select_step`; pass objects, not configs.
+
+``sam_step`` reads like Algorithm 1::
+
+    loss = loss_fn(model(x), y); backward(loss)         # pass 1 at w; BN statistics move here
+    optimizer.first_step(zero_grad=True)                # w -> w + e(w)
+    with frozen_bn_stats(model):                        # pass 2 at w + e(w), same batch, same draws
+        backward(loss_fn(model(x), y))
+    optimizer.restore(); base step                      # w restored exactly, then SGD with g_sam
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from sam.batchnorm import ChunkedBNStats, frozen_bn_stats
+from sam.optimizer import SAM, global_grad_norm
+from sam.precision import Precision
+from sam.randomness import RNGState, true_gradient
+from sam.weight_decay import l2_in_loss
+
+PERTURBATION_MODES = ("per_replica", "synced")
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+class StepResult(NamedTuple):
+    loss: Tensor  # training loss at w (without the L2 term), detached
+    grad_norm: Tensor  # norm of the final gradient, after unscaling, before clipping
+    skipped: Tensor  # bool: the update was not applied (non-finite gradient under a GradScaler)
+
+
+@dataclass
+class StepOptions:
+    """Everything a step needs besides the model, optimizer and batch.
+
+    Attributes:
+        loss_fn: ``loss_fn(logits, targets)``, e.g. ``nn.CrossEntropyLoss(label_smoothing=0.1)``.
+        l2_weight_decay: the official code's L2 term ``0.5 * wd * ||w||^2`` in the loss (0 when decay
+            lives in the base optimizer instead).
+        grad_clip: clip the final (averaged) gradient to this global norm; None for no clipping.
+        precision: autocast dtype and, for fp16, the GradScaler.
+        perturbation: under DDP, ``per_replica`` (the paper: e(w) from each replica's own examples,
+            first pass under ``no_sync``) or ``synced`` (e(w) from the all-reduced first gradient).
+        replay_randomness: replay the RNG between the passes so both see the same random draws.
+    """
+
+    loss_fn: LossFn
+    l2_weight_decay: float = 0.0
+    grad_clip: float | None = None
+    precision: Precision = field(default_factory=lambda: Precision(None, "cpu"))
+    perturbation: str = "per_replica"
+    replay_randomness: bool = True
+
+    def __post_init__(self) -> None:
+        if self.perturbation not in PERTURBATION_MODES:
+            raise ValueError(f"perturbation={self.perturbation!r} is not one of {PERTURBATION_MODES}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 or None (no clipping), got {self.grad_clip!r}")
+        if self.l2_weight_decay < 0:
+            raise ValueError(f"l2_weight_decay must be >= 0, got {self.l2_weight_decay!r}")
+
+
+StepFn = Callable[[nn.Module, torch.optim.Optimizer, Tensor, Tensor, StepOptions], StepResult]
+
+
+def select_step(optimizer: torch.optim.Optimizer, m: int | None, per_device_batch: int) -> StepFn:
+    """The step function for this run: SGD, SAM, or SAM over chunks of m examples (m-sharpness)."""
+    if not isinstance(optimizer, SAM):
+        return sgd_step
+    if m is None or m == per_device_batch:
+        return sam_step
+    if m <= 0 or per_device_batch % m:
+        raise ValueError(
+            f"m={m} must divide the per-device batch {per_device_batch} "
+            f"(valid: a divisor of {per_device_batch}, or null for m = the per-device batch)"
+        )
+
+    def chunked(model, optimizer, x, y, opts):
+        return sam_step_chunked(model, optimizer, x, y, opts, m=m)
+
+    chunked.__name__ = f"sam_step_chunked_m{m}"
+    return chunked
+
+
+# --------------------------------------------------------------------------------------------------
+def sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, opts: StepOptions) -> StepResult:
+    """One forward/backward and a step of the base optimizer (SAM's baseline, every other line shared)."""
+    base = optimizer.base_optimizer if isinstance(optimizer, SAM) else optimizer
+    params = _trainable(base)
+    scale = _loss_scale(opts.precision, x.device)
+    with l2_in_loss(params, opts.l2_weight_decay, scale):
+        with opts.precision.autocast():
+            loss = opts.loss_fn(model(x), y)
+        _backward(loss, opts.precision)
+    return _apply_update(base, params, opts, loss.detach())
+
+
+def sam_step(model: nn.Module, optimizer: SAM, x: Tensor, y: Tensor, opts: StepOptions) -> StepResult:
+    """Algorithm 1: gradient at w, ascend to w + e(w), gradient there, restore w, base step."""
+    params = _trainable(optimizer)
+    scale = _loss_scale(opts.precision, x.device)
+    rng = RNGState(x.device) if opts.replay_randomness else None
+    local_first_pass = opts.perturbation == "per_replica"
+
+    # Pass 1 at w: BatchNorm running statistics move here, once per batch.
+    with _no_sync(model, local_first_pass), true_gradient(model, True):
+        with l2_in_loss(params, opts.l2_weight_decay, scale):
+            with opts.precision.autocast():
+                loss = opts.loss_fn(model(x), y)
+            _backward(loss, opts.precision)
+    optimizer.first_step(zero_grad=True)  # w -> w + e(w)
+    poison = _overflow_poison(optimizer, opts.precision)
+
+    # Pass 2 at w + e(w): same batch, same random draws, statistics frozen.
+    try:
+        if rng is not None:
+            rng.restore()
+        with frozen_bn_stats(model), l2_in_loss(params, opts.l2_weight_decay, scale):
+            with opts.precision.autocast():
+                loss_perturbed = opts.loss_fn(model(x), y)
+            _backward(loss_perturbed if poison is None else loss_perturbed * poison, opts.precision)
+    finally:
+        optimizer.restore()  # w exactly, also when pass 2 raised
+    return _apply_update(optimizer.base_optimizer, params, opts, loss.detach())
+
+
+def sam_step_chunked(
+    model: nn.Module, optimizer: SAM, x: Tensor, y: Tensor, opts: StepOptions, *, m: int
+) -> StepResult:
+    """m-sharpness on one device: each chunk of m examples gets its own e(w); SAM gradients averaged.
+
+    This is what the paper's 8 accelerators x 32 examples compute, on one device: per chunk, pass 1
+    (its own BatchNorm batch statistics, as per-device BN), e_i from that chunk's gradient, pass 2 at
+    w + e_i; the k SAM gradients are averaged (accumulated into ``.grad`` with weight 1/k). Running
+    statistics are the mean of the k chunks' first-pass updates (:class:`ChunkedBNStats`).
+    Under DDP each replica chunks its own shard; only the last chunk's backward all-reduces.
+    """
+    batch = x.shape[0]
+    if m <= 0 or batch % m:
+        raise ValueError(f"m={m} must divide the per-device batch {batch}")
+    chunks = batch // m
+    if chunks == 1:
+        return sam_step(model, optimizer, x, y, opts)
+    if opts.perturbation != "per_replica":
+        raise ValueError("m-sharpness chunks need perturbation='per_replica' (synced e(w) has no chunks)")
+
+    params = _trainable(optimizer)
+    all_params = optimizer.params()
+    scale = _loss_scale(opts.precision, x.device)
+    chunk_scale = scale / chunks if scale is not None else torch.tensor(1.0 / chunks, device=x.device)
+    bn = ChunkedBNStats(model)
+    optimizer.zero_grad(set_to_none=True)
+    losses = []
+    for i, (xc, yc) in enumerate(zip(x.split(m), y.split(m))):
+        rng = RNGState(x.device) if opts.replay_randomness else None
+        bn.begin_chunk()
+        with _no_sync(model, True), true_gradient(model, True):
+            with l2_in_loss(params, opts.l2_weight_decay, scale):
+                with opts.precision.autocast():
+                    loss = opts.loss_fn(model(xc), yc)
+                grads = torch.autograd.grad(_scaled(loss, opts.precision), all_params, allow_unused=True)
+        bn.end_chunk()
+        losses.append(loss.detach())
+        optimizer.first_step(grads=list(grads))  # w -> w + e_i
+        del grads
+        poison = _overflow_poison(optimizer, opts.precision)
+        try:
+            if rng is not None:
+                rng.restore()
+            last = i == chunks - 1
+            with _no_sync(model, not last), frozen_bn_stats(model):
+                with l2_in_loss(params, opts.l2_weight_decay, chunk_scale):
+                    with opts.precision.autocast():
+                        loss_perturbed = opts.loss_fn(model(xc), yc) / chunks
+                    if poison is not None:
+                        loss_perturbed = loss_perturbed * poison
+                    _backward(loss_perturbed, opts.precision)
+        finally:
+            optimizer.restore()
+    bn.finish()
+    return _apply_update(optimizer.base_optimizer, params, opts, torch.stack(losses).mean())
+
+
+# --------------------------------------------------------------------------------------------------
+def _trainable(optimizer: torch.optim.Optimizer) -> list[Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+
+
+def _loss_scale(precision: Precision, device: torch.device) -> Tensor | None:
+    """The GradScaler's current scale as a device tensor (no host sync), or None without a scaler."""
+    if precision.scaler is None:
+        return None
+    return precision.scaler.scale(torch.ones((), device=device))
+
+
+def _scaled(loss: Tensor, precision: Precision) -> Tensor:
+    return loss if precision.scaler is None else precision.scaler.scale(loss)
+
+
+def _backward(loss: Tensor, precision: Precision) -> None:
+    _scaled(loss, precision).backward()
+
+
+def _no_sync(model: nn.Module, enabled: bool) -> AbstractContextManager:
+    if enabled and isinstance(model, DistributedDataParallel):
+        return model.no_sync()
+    return nullcontext()
+
+
+def _overflow_poison(optimizer: SAM, precision: Precision) -> Tensor | None:
+    """1.0, or NaN when the first gradient overflowed, to multiply the second loss by.
+
+    Multiplying by exactly 1.0 changes nothing; NaN makes the second gradient non-finite, so the
+    GradScaler skips the step and backs off. It travels through DDP's all-reduce, so an overflow on
+    any replica skips the step on all of them without an extra collective.
+    """
+    if precision.scaler is None or optimizer.grad_norm is None:
+        return None
+    norm = optimizer.grad_norm
+    return torch.where(torch.isfinite(norm), torch.ones_like(norm), torch.full_like(norm, float("nan")))
+
+
+def _apply_update(
+    base: torch.optim.Optimizer, params: list[Tensor], opts: StepOptions, loss: Tensor
+) -> StepResult:
+    """Unscale, clip (global norm, after DDP's averaging), step, and clear gradients."""
+    scaler = opts.precision.scaler
+    if scaler is not None:
+        scaler.unscale_(base)
+    with_grad = [p for p in params if p.grad is not None]
+    if not with_grad:
+        raise RuntimeError("no parameter received a gradient; is the loss connected to the model?")
+    if opts.grad_clip is not None:
+        grad_norm = torch.nn.utils.clip_grad_norm_(with_grad, opts.grad_clip, foreach=True)
+    else:
+        grad_norm = global_grad_norm([p.grad for p in with_grad])
+    if scaler is not None:
+        scaler.step(base)
+        scaler.update()
+        skipped = ~torch.isfinite(grad_norm)
+    else:
+        base.step()
+        skipped = torch.zeros((), dtype=torch.bool, device=grad_norm.device)
+    base.zero_grad(set_to_none=True)
+    return StepResult(loss, grad_norm.detach(), skipped)
