@@ -56,7 +56,7 @@ def global_grad_norm(tensors: Sequence[Tensor]) -> Tensor:
         by_device.setdefault(t.device, []).append(t)
     first = tensors[0].device
     norms = []
-    for device, group in by_device.items():
+    for group in by_device.values():
         per_tensor = torch._foreach_norm(group)
         norms.append(torch.linalg.vector_norm(torch.stack(per_tensor).float()).to(first, non_blocking=True))
     return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))
@@ -154,9 +154,7 @@ class SAM(torch.optim.Optimizer):
 
         # T_w (ASAM) or identity; the norm is over all parameters of all groups together.
         scales = [self._asam_scale(group, ps) if group["adaptive"] else None for group, ps, _ in groups]
-        directions = [
-            gs if t is None else torch._foreach_mul(gs, t) for (_, _, gs), t in zip(groups, scales)
-        ]
+        directions = [gs if t is None else torch._foreach_mul(gs, t) for (_, _, gs), t in zip(groups, scales)]
         norm = global_grad_norm([d for ds in directions for d in ds])
         self.grad_norm = norm
 

@@ -40,7 +40,9 @@ def resolve_precision(name: str, device: torch.device | str, init_scale: float =
         return Precision(None, device.type)
     if name == "bf16":
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ValueError(f"precision=bf16 on {torch.cuda.get_device_name(device)}, which lacks bf16; use fp16")
+            raise ValueError(
+                f"precision=bf16 on {torch.cuda.get_device_name(device)}, which lacks bf16; use fp16"
+            )
         return Precision(torch.bfloat16, device.type)
     if device.type != "cuda":
         raise ValueError(

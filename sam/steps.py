@@ -39,6 +39,7 @@ class StepResult(NamedTuple):
     loss: Tensor  # training loss at w (without the L2 term), detached
     grad_norm: Tensor  # norm of the final gradient, after unscaling, before clipping
     skipped: Tensor  # bool: the update was not applied (non-finite gradient under a GradScaler)
+    correct: Tensor  # top-1 hits of the first pass (at w) on this device's batch, for the train error
 
 
 @dataclass
@@ -95,16 +96,19 @@ def select_step(optimizer: torch.optim.Optimizer, m: int | None, per_device_batc
 
 
 # --------------------------------------------------------------------------------------------------
-def sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, opts: StepOptions) -> StepResult:
+def sgd_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, opts: StepOptions
+) -> StepResult:
     """One forward/backward and a step of the base optimizer (SAM's baseline, every other line shared)."""
     base = optimizer.base_optimizer if isinstance(optimizer, SAM) else optimizer
     params = _trainable(base)
     scale = _loss_scale(opts.precision, x.device)
     with l2_in_loss(params, opts.l2_weight_decay, scale):
         with opts.precision.autocast():
-            loss = opts.loss_fn(model(x), y)
+            logits = model(x)
+            loss = opts.loss_fn(logits, y)
         _backward(loss, opts.precision)
-    return _apply_update(base, params, opts, loss.detach())
+    return _apply_update(base, params, opts, loss.detach(), _hits(logits, y))
 
 
 def sam_step(model: nn.Module, optimizer: SAM, x: Tensor, y: Tensor, opts: StepOptions) -> StepResult:
@@ -118,8 +122,11 @@ def sam_step(model: nn.Module, optimizer: SAM, x: Tensor, y: Tensor, opts: StepO
     with _no_sync(model, local_first_pass), true_gradient(model, True):
         with l2_in_loss(params, opts.l2_weight_decay, scale):
             with opts.precision.autocast():
-                loss = opts.loss_fn(model(x), y)
+                logits = model(x)
+                loss = opts.loss_fn(logits, y)
             _backward(loss, opts.precision)
+    correct = _hits(logits, y)
+    del logits
     optimizer.first_step(zero_grad=True)  # w -> w + e(w)
     poison = _overflow_poison(optimizer, opts.precision)
 
@@ -133,7 +140,7 @@ def sam_step(model: nn.Module, optimizer: SAM, x: Tensor, y: Tensor, opts: StepO
             _backward(loss_perturbed if poison is None else loss_perturbed * poison, opts.precision)
     finally:
         optimizer.restore()  # w exactly, also when pass 2 raised
-    return _apply_update(optimizer.base_optimizer, params, opts, loss.detach())
+    return _apply_update(optimizer.base_optimizer, params, opts, loss.detach(), correct)
 
 
 def sam_step_chunked(
@@ -162,17 +169,20 @@ def sam_step_chunked(
     chunk_scale = scale / chunks if scale is not None else torch.tensor(1.0 / chunks, device=x.device)
     bn = ChunkedBNStats(model)
     optimizer.zero_grad(set_to_none=True)
-    losses = []
+    losses, hits = [], []
     for i, (xc, yc) in enumerate(zip(x.split(m), y.split(m))):
         rng = RNGState(x.device) if opts.replay_randomness else None
         bn.begin_chunk()
         with _no_sync(model, True), true_gradient(model, True):
             with l2_in_loss(params, opts.l2_weight_decay, scale):
                 with opts.precision.autocast():
-                    loss = opts.loss_fn(model(xc), yc)
+                    logits = model(xc)
+                    loss = opts.loss_fn(logits, yc)
                 grads = torch.autograd.grad(_scaled(loss, opts.precision), all_params, allow_unused=True)
         bn.end_chunk()
         losses.append(loss.detach())
+        hits.append(_hits(logits, yc))
+        del logits
         optimizer.first_step(grads=list(grads))  # w -> w + e_i
         del grads
         poison = _overflow_poison(optimizer, opts.precision)
@@ -190,12 +200,20 @@ def sam_step_chunked(
         finally:
             optimizer.restore()
     bn.finish()
-    return _apply_update(optimizer.base_optimizer, params, opts, torch.stack(losses).mean())
+    return _apply_update(
+        optimizer.base_optimizer, params, opts, torch.stack(losses).mean(), torch.stack(hits).sum()
+    )
 
 
 # --------------------------------------------------------------------------------------------------
 def _trainable(optimizer: torch.optim.Optimizer) -> list[Tensor]:
     return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+
+
+def _hits(logits: Tensor, y: Tensor) -> Tensor:
+    """Top-1 hits; soft or multi-dimensional targets (mixup-style) are compared by their argmax."""
+    target = y if y.ndim == 1 else y.argmax(-1)
+    return (logits.detach().argmax(-1) == target).sum()
 
 
 def _loss_scale(precision: Precision, device: torch.device) -> Tensor | None:
@@ -233,7 +251,7 @@ def _overflow_poison(optimizer: SAM, precision: Precision) -> Tensor | None:
 
 
 def _apply_update(
-    base: torch.optim.Optimizer, params: list[Tensor], opts: StepOptions, loss: Tensor
+    base: torch.optim.Optimizer, params: list[Tensor], opts: StepOptions, loss: Tensor, correct: Tensor
 ) -> StepResult:
     """Unscale, clip (global norm, after DDP's averaging), step, and clear gradients."""
     scaler = opts.precision.scaler
@@ -254,4 +272,4 @@ def _apply_update(
         base.step()
         skipped = torch.zeros((), dtype=torch.bool, device=grad_norm.device)
     base.zero_grad(set_to_none=True)
-    return StepResult(loss, grad_norm.detach(), skipped)
+    return StepResult(loss, grad_norm.detach(), skipped, correct)

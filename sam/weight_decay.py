@@ -18,7 +18,9 @@ WEIGHT_DECAY_MODES = ("l2_loss", "decoupled")
 
 
 @contextmanager
-def l2_in_loss(params: Sequence[Tensor], weight_decay: float, loss_scale: Tensor | None = None) -> Iterator[None]:
+def l2_in_loss(
+    params: Sequence[Tensor], weight_decay: float, loss_scale: Tensor | None = None
+) -> Iterator[None]:
     """Backward passes inside behave as if ``loss_scale * 0.5 * wd * sum ||p||^2`` were in the loss.
 
     ``loss_scale`` (a 0-d tensor, default 1) is whatever the loss was multiplied by before backward:
