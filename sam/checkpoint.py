@@ -74,10 +74,17 @@ class CheckpointManager:
             try:
                 state = torch.load(path, map_location=map_location, weights_only=True)
             except Exception as err:  # truncated pickle, zip error, foreign content...
-                log.warning("checkpoint %s is unreadable (%s: %s); trying the previous one", path, type(err).__name__, err)
+                log.warning(
+                    "checkpoint %s is unreadable (%s: %s); trying the previous one",
+                    path,
+                    type(err).__name__,
+                    err,
+                )
                 continue
             if not isinstance(state, dict) or state.get("format") != FORMAT:
-                log.warning("checkpoint %s is not a sam-repro checkpoint (no format=%r); skipping it", path, FORMAT)
+                log.warning(
+                    "checkpoint %s is not a sam-repro checkpoint (no format=%r); skipping it", path, FORMAT
+                )
                 continue
             state["path"] = str(path)
             return state

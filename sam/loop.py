@@ -90,7 +90,11 @@ def train_one_epoch(
     model.train()
     index = start_batch
     bar = tqdm(
-        total=num_batches, initial=start_batch, desc=description, leave=False, dynamic_ncols=True,
+        total=num_batches,
+        initial=start_batch,
+        desc=description,
+        leave=False,
+        dynamic_ncols=True,
         disable=not sys.stderr.isatty(),
     )
     tick = time.perf_counter()

@@ -40,7 +40,10 @@ class PreemptionHandler:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is None:
-            log.warning("received %s: finishing this step, then checkpointing and exiting", signal.Signals(signum).name)
+            log.warning(
+                "received %s: finishing this step, then checkpointing and exiting",
+                signal.Signals(signum).name,
+            )
         self.received = signum
 
     def exit(self) -> None:

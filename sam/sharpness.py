@@ -31,9 +31,19 @@ def _grads(loss: Tensor, params: list[Tensor], create_graph: bool) -> list[Tenso
 
 def _hvp_from_grads(grads: list[Tensor], params: list[Tensor], vectors: list[Tensor]) -> list[Tensor]:
     # H v = d(g . v)/dw = the vector-Jacobian product of g with v (H is symmetric); keeps the graph of g.
-    if not any(g.requires_grad for g in grads):  # loss linear in params: H = 0
-        return [torch.zeros_like(p) for p in params]
-    out = torch.autograd.grad(grads, params, grad_outputs=vectors, retain_graph=True, allow_unused=True)
+    # A gradient without a graph (a parameter the loss ignores, or enters linearly) has zero Hessian rows.
+    live = [i for i, g in enumerate(grads) if g.requires_grad]
+    out: list[Tensor | None] = [None] * len(params)
+    if live:
+        out = list(
+            torch.autograd.grad(
+                [grads[i] for i in live],
+                params,
+                grad_outputs=[vectors[i] for i in live],
+                retain_graph=True,
+                allow_unused=True,
+            )
+        )
     return [torch.zeros_like(p) if h is None else h.detach() for p, h in zip(params, out, strict=True)]
 
 
@@ -163,8 +173,9 @@ def hessian_eigenvalues(
 
     Lanczos with full reorthogonalisation on Hessian-vector products (double backward); the Hessian is
     never formed. Stopping rule (see lanczos_top_eigenvalues): each of the top-k Ritz values changes by
-    less than `tol` relative to its magnitude between two consecutive iterations, or the Krylov space is
-    exhausted, or max_iter (then a RuntimeWarning). Returns a float64 CPU tensor.
+    less than `tol` relative to its magnitude between two consecutive iterations, or the basis spans the
+    whole parameter space (exact), or max_iter (then a RuntimeWarning). Repeated eigenvalues are counted
+    with their multiplicity. Returns a float64 CPU tensor.
 
     loss_fn is a closure returning the scalar loss; its graph is built once and reused for every product.
     For a loss too large for one graph, pass a sequence of closures whose losses SUM to the loss (e.g. each

@@ -1,0 +1,83 @@
+"""Load the paper's numbers from results/paper/*.yaml as flat cell dicts.
+
+Each cell has the keys our runs write to results.json, so a run and a paper cell compare field by
+field: table, model (our registry name), dataset, augment, epochs, optimizer (sam | sgd), method
+("standard" = plain training with that optimizer), label_noise (fraction), rho, error, error_pm (95% CI
+half-width, as the paper prints it), error_pm_is_upper_bound, and error_top5 / error_top5_pm where the
+paper gives them (Table 2). A None in model/augment/epochs means the paper does not state it.
+
+Usage (as a library; scripts/ only):
+    from paper_tables import load_paper_cells, find_paper_cell
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import yaml
+
+PAPER_DIR = Path(__file__).resolve().parent.parent / "results" / "paper"
+TABLE_FILES = {
+    "table1": "table1_cifar.yaml",
+    "table2": "table2_imagenet.yaml",
+    "table4": "table4_label_noise.yaml",
+    "table5": "table5_svhn_fashion_mnist.yaml",
+}
+REQUIRED_KEYS = (
+    "model",
+    "dataset",
+    "augment",
+    "epochs",
+    "optimizer",
+    "method",
+    "label_noise",
+    "rho",
+    "error",
+)
+# Fields a run must agree on to be compared with a paper cell (rho is shown, not matched: see compare.py).
+MATCH_KEYS = ("model", "dataset", "augment", "epochs", "optimizer", "label_noise")
+
+
+def load_paper_cells(tables: Iterable[str] | None = None, paper_dir: Path = PAPER_DIR) -> list[dict]:
+    """All cells of the given tables (default: all four), in file order, each tagged with its table."""
+    names = list(TABLE_FILES) if tables is None else list(tables)
+    cells = []
+    for name in names:
+        if name not in TABLE_FILES:
+            raise ValueError(f"unknown paper table {name!r}; valid: {sorted(TABLE_FILES)}")
+        doc = yaml.safe_load((Path(paper_dir) / TABLE_FILES[name]).read_text())
+        for cell in doc["cells"]:
+            missing = [k for k in REQUIRED_KEYS if k not in cell]
+            if missing:
+                raise ValueError(f"{TABLE_FILES[name]}: cell {cell} lacks keys {missing}")
+            cells.append({"table": name, **cell})
+    return cells
+
+
+def comparable_cells(cells: Iterable[dict]) -> list[dict]:
+    """Cells a plain SAM / SGD run can be compared with: the authors' standard runs that have a number."""
+    return [c for c in cells if c["method"] == "standard" and c["optimizer"] and c["error"] is not None]
+
+
+def cell_matches(cell: dict, **run_fields) -> bool:
+    """True when the run agrees with the cell on MATCH_KEYS; a None in the cell (not stated) matches all."""
+    for key in MATCH_KEYS:
+        want = cell[key]
+        if want is None:
+            continue
+        have = run_fields.get(key)
+        if key == "label_noise":
+            if have is None or abs(float(have) - float(want)) > 1e-9:
+                return False
+        elif have != want:
+            return False
+    return True
+
+
+def find_paper_cell(cells: Iterable[dict], **run_fields) -> dict | None:
+    """The comparable cell matching the run's model/dataset/augment/epochs/optimizer/label_noise, or None."""
+    found = [c for c in comparable_cells(cells) if cell_matches(c, **run_fields)]
+    if len(found) > 1:
+        raise ValueError(f"{len(found)} paper cells match {run_fields}: {found}")
+    return found[0] if found else None

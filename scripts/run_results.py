@@ -1,0 +1,160 @@
+"""Read run directories (results.json, metrics.jsonl) and summarise seeds per cell.
+
+A run directory is what train.py writes (see DESIGN.md / the team contract). A *cell* is one experimental
+condition: (model, dataset, augment, epochs, optimizer, rho, m, label_noise); its runs differ only in seed.
+A SAM run with rho == 0 is the SGD baseline (every other line of train.py is shared), so it joins the
+optimizer="sgd" cell, whose rho is 0 and m None.
+
+Bad files never stop a script: they are reported through `warn` (stderr by default) and skipped.
+
+Usage (as a library; scripts/ only):
+    from run_results import load_runs, group_runs, mean_ci95, read_metrics
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from scipy import stats
+
+REQUIRED_KEYS = ("model", "dataset", "augment", "optimizer", "rho", "seed", "epochs", "test_error")
+CELL_KEYS = ("model", "dataset", "augment", "epochs", "optimizer", "rho", "m", "label_noise")
+
+Warn = Callable[[str], None]
+
+
+def warn_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _number(value, key: str, path: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{path}: {key} must be a number, got {value!r}")
+    return float(value)
+
+
+def effective_optimizer(optimizer: str, rho: float) -> str:
+    """'sgd' for the SGD baseline (optimizer sgd, or SAM/ASAM with rho == 0), else the optimizer name."""
+    return "sgd" if optimizer == "sgd" or rho == 0.0 else optimizer
+
+
+def load_run(path: Path) -> dict:
+    """One results.json as a flat dict with normalised cell fields; ValueError naming the file if unusable."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: cannot read JSON ({err})") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in raw]
+    if missing:
+        raise ValueError(f"{path}: missing keys {missing} (required: {list(REQUIRED_KEYS)})")
+    rho = _number(raw["rho"], "rho", path)
+    optimizer = effective_optimizer(str(raw["optimizer"]).lower(), rho)
+    m = raw.get("m")
+    run = {
+        "model": str(raw["model"]),
+        "dataset": str(raw["dataset"]),
+        "augment": str(raw["augment"]),
+        "epochs": int(_number(raw["epochs"], "epochs", path)),
+        "optimizer": optimizer,
+        "rho": 0.0 if optimizer == "sgd" else rho,
+        "m": None if optimizer == "sgd" or m is None else int(_number(m, "m", path)),
+        "label_noise": _number(raw.get("label_noise", 0.0) or 0.0, "label_noise", path),
+        "seed": raw["seed"],
+        "test_error": _number(raw["test_error"], "test_error", path),
+        "test_error_top5": None,
+        "train_loss": raw.get("train_loss"),
+        "wall_time_s": raw.get("wall_time_s"),
+        "path": path,
+        "run_dir": path.parent,
+    }
+    if raw.get("test_error_top5") is not None:
+        run["test_error_top5"] = _number(raw["test_error_top5"], "test_error_top5", path)
+    return run
+
+
+def find_results_files(root: Path) -> list[Path]:
+    return sorted(Path(root).rglob("results.json"))
+
+
+def load_runs(root: Path, warn: Warn = warn_stderr) -> list[dict]:
+    """Every usable results.json below root (recursively); unusable ones are reported and skipped."""
+    runs = []
+    for path in find_results_files(root):
+        try:
+            runs.append(load_run(path))
+        except ValueError as err:
+            warn(f"skipping {err}")
+    return runs
+
+
+def cell_key(run: dict) -> tuple:
+    return tuple(run[k] for k in CELL_KEYS)
+
+
+def _sortable(key: tuple) -> tuple:
+    # None sorts first; mixed types never meet because each position has one type (or None).
+    return tuple((0, "") if v is None else (1, v) for v in key)
+
+
+def group_runs(runs: Iterable[dict], warn: Warn = warn_stderr) -> dict[tuple, list[dict]]:
+    """{cell key: runs}, cells sorted by key; warns when a seed repeats inside a cell (a duplicate run?)."""
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        groups.setdefault(cell_key(run), []).append(run)
+    for key, members in groups.items():
+        seeds = [r["seed"] for r in members]
+        for seed in sorted({s for s in seeds if seeds.count(s) > 1}, key=str):
+            paths = ", ".join(str(r["path"]) for r in members if r["seed"] == seed)
+            warn(f"cell {dict(zip(CELL_KEYS, key, strict=True))} has seed {seed} more than once: {paths}")
+    return {k: groups[k] for k in sorted(groups, key=_sortable)}
+
+
+def mean_ci95(values: Iterable[float]) -> tuple[float, float | None]:
+    """Mean and the half-width of its 95% t-interval, t_{0.975, n-1} * s / sqrt(n) (None when n < 2).
+
+    The paper's "±" is this statistic over 5 runs (Sec. 3.1), so ours is computed the same way.
+    """
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("mean_ci95 needs at least one value")
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, None
+    n = len(values)
+    return mean, float(stats.t.ppf(0.975, n - 1)) * statistics.stdev(values) / math.sqrt(n)
+
+
+def read_metrics(path: Path, warn: Warn = warn_stderr) -> list[dict]:
+    """Per-epoch records of a metrics.jsonl, sorted by epoch; for a repeated epoch (resume) the last wins.
+
+    Unparseable lines and lines without an integer 'epoch' are reported and skipped.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        warn(f"skipping {path}: cannot read ({err})")
+        return []
+    by_epoch: dict[int, dict] = {}
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            warn(f"{path}:{lineno}: skipping unparseable line ({err})")
+            continue
+        epoch = record.get("epoch") if isinstance(record, dict) else None
+        if isinstance(epoch, bool) or not isinstance(epoch, int):
+            warn(f"{path}:{lineno}: skipping line without an integer 'epoch'")
+            continue
+        by_epoch[epoch] = record
+    return [by_epoch[e] for e in sorted(by_epoch)]

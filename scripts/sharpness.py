@@ -1,0 +1,237 @@
+"""Measure the sharpness of a trained model: Hessian lambda_max, lambda_max / lambda_k, and m-sharpness.
+
+Usage:
+    python scripts/sharpness.py RUN_DIR_OR_CHECKPOINT [--num-examples 1024] [--k 5] [--rho 0.05] [--m 128]
+        [--tol 1e-3] [--max-iter 100] [--ascent-steps 1] [--batch-size 256] [--seed 0]
+        [--data-root PATH] [--device cpu] [--out FILE.json]
+
+RUN_DIR_OR_CHECKPOINT is a run directory (its final_model.pt is used) or a final_model.pt itself:
+{"model": state_dict, "config": the resolved config}. The model is rebuilt with
+models.create_model(cfg.model.name, num_classes, in_chans=..., **other cfg.model keys), the data with
+data.build_data(cfg.dataset.name, augment="none", seed=cfg.seed, label_noise=cfg.label_noise,
+val_fraction=cfg.dataset.val_fraction) so the subset holds the training examples and labels the model
+was trained on. Everything is measured in fp32 on a fixed subset:
+the first --num-examples training examples in the loader's epoch-0 order, with the model in eval() mode
+(BatchNorm uses its running statistics). The loss is the mean cross-entropy over the subset, with no
+label smoothing and no weight-decay term. The eigenvalues come from Lanczos on Hessian-vector products,
+stopped when each of the top-k changes by less than --tol (relative) between iterations; the output
+states the rule. Prints the numbers and writes them as JSON (default: sharpness.json beside the
+checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # models/ and data/ are not installed: they run from the repo root
+
+from sam.sharpness import hessian_eigenvalues, m_sharpness  # noqa: E402
+
+STOPPING_RULE = (
+    "Lanczos with full reorthogonalisation; stopped when each of the top-k Ritz values changed by less "
+    "than tol relative to its magnitude between consecutive iterations (or max_iter reached)"
+)
+
+
+def measure_sharpness(
+    model: nn.Module,
+    batches: list[tuple[Tensor, Tensor]],
+    *,
+    k: int = 5,
+    rho: float = 0.05,
+    m: int = 128,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    seed: int = 0,
+    ascent_steps: int = 1,
+) -> dict:
+    """Top-k Hessian eigenvalues of the mean cross-entropy over `batches`, and the m-sharpness at rho.
+
+    The model is measured in eval() mode (BatchNorm running statistics, no dropout); its weights, buffers
+    and train/eval flags are as before on return. One loss closure per batch, each the batch's summed
+    loss over the total count, so a Hessian-vector product needs the memory of one batch only.
+    """
+    if not batches:
+        raise ValueError("batches is empty")
+    num_examples = sum(len(y) for _, y in batches)
+    params = [p for p in model.parameters() if p.requires_grad]
+    modes = {mod: mod.training for mod in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            loss = (
+                sum(F.cross_entropy(model(x), y, reduction="sum").item() for x, y in batches) / num_examples
+            )
+        closures = [
+            (lambda x=x, y=y: F.cross_entropy(model(x), y, reduction="sum") / num_examples)
+            for x, y in batches
+        ]
+        eigenvalues = hessian_eigenvalues(closures, params, k=k, tol=tol, max_iter=max_iter, seed=seed)
+        sharp = m_sharpness(model, F.cross_entropy, batches, rho=rho, m=m, ascent_steps=ascent_steps)
+    finally:
+        for mod, training in modes.items():
+            mod.training = training
+    lam = eigenvalues.tolist()
+    return {
+        "num_examples": num_examples,
+        "loss": loss,
+        "k": k,
+        "eigenvalues": lam,
+        "lambda_max": lam[0],
+        "lambda_k": lam[-1],
+        "lambda_max_over_lambda_k": lam[0] / lam[-1] if lam[-1] != 0 else None,
+        "tol": tol,
+        "max_iter": max_iter,
+        "seed": seed,
+        "stopping_rule": STOPPING_RULE,
+        "rho": rho,
+        "m": m,
+        "ascent_steps": ascent_steps,
+        "m_sharpness": sharp,
+        "m_sharpness_chunks": num_examples // m,
+        "bn_mode": "eval (BatchNorm running statistics, dropout off)",
+        "loss_fn": "cross-entropy, mean over the subset; no label smoothing, no weight-decay term",
+    }
+
+
+def _strip_prefixes(state: dict) -> dict:
+    # torch.compile and DDP wrappers prefix every key; the bare model has none.
+    for prefix in ("_orig_mod.", "module."):
+        if state and all(key.startswith(prefix) for key in state):
+            state = {key[len(prefix) :]: value for key, value in state.items()}
+    return state
+
+
+def load_checkpoint_and_data(
+    path: Path, *, num_examples: int, batch_size: int, data_root: str | None, device: str
+):
+    """(model in fp32 on device, the first num_examples training examples as batches, config)."""
+    # Imported here: only the CLI needs models/ and data/ (written alongside), measure_sharpness does not.
+    import data
+    import models
+
+    ckpt_path = path / "final_model.pt" if path.is_dir() else path
+    if not ckpt_path.is_file():
+        raise ValueError(f"no checkpoint at {ckpt_path} (expected a run directory or a final_model.pt)")
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    cfg = ckpt["config"]
+    ds_cfg = cfg["dataset"]
+    bundle = data.build_data(
+        ds_cfg["name"],
+        root=data_root or ds_cfg["root"],
+        batch_size=batch_size,
+        augment="none",
+        label_noise=float(cfg.get("label_noise") or 0.0),
+        val_fraction=float(ds_cfg.get("val_fraction") or 0.0),
+        seed=cfg["seed"],
+        device=device,
+    )
+    model_kwargs = {k: v for k, v in cfg["model"].items() if k not in ("name", "num_classes", "in_chans")}
+    model = models.create_model(
+        cfg["model"]["name"], bundle.num_classes, in_chans=bundle.in_chans, **model_kwargs
+    )
+    model.load_state_dict(_strip_prefixes(ckpt["model"]))
+    model.to(device=device, dtype=torch.float32)
+
+    loader = bundle.train
+    loader.set_epoch(0)
+    batches, held = [], 0
+    for x, y in loader:
+        take = min(len(y), num_examples - held)
+        batches.append((x[:take].to(device, torch.float32), y[:take].to(device)))
+        held += take
+        if held >= num_examples:
+            break
+    if held < num_examples:
+        print(f"warning: the training set has only {held} examples; using all of them", file=sys.stderr)
+    return model, batches, cfg, ckpt_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("path", type=Path, metavar="RUN_DIR_OR_CHECKPOINT")
+    parser.add_argument("--num-examples", type=int, default=1024, help="size of the fixed training subset")
+    parser.add_argument("--k", type=int, default=5, help="number of top Hessian eigenvalues")
+    parser.add_argument("--rho", type=float, default=0.05, help="radius of the m-sharpness ball")
+    parser.add_argument("--m", type=int, default=128, help="examples per m-sharpness chunk")
+    parser.add_argument("--tol", type=float, default=1e-3, help="Lanczos relative-change tolerance")
+    parser.add_argument("--max-iter", type=int, default=100, help="Lanczos iterations at most")
+    parser.add_argument("--ascent-steps", type=int, default=1, help="ascent steps for m-sharpness")
+    parser.add_argument(
+        "--batch-size", type=int, default=256, help="examples per Hessian-vector-product chunk"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the Lanczos start vector")
+    parser.add_argument("--data-root", default=None, help="dataset root (default: the run's dataset.root)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON file (default: sharpness.json by the run)"
+    )
+    args = parser.parse_args(argv)
+    for name in ("num_examples", "k", "m", "max_iter", "ascent_steps", "batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.m > args.num_examples:
+        parser.error(f"--m {args.m} is larger than --num-examples {args.num_examples}")
+
+    model, batches, cfg, ckpt_path = load_checkpoint_and_data(
+        args.path,
+        num_examples=args.num_examples,
+        batch_size=args.batch_size,
+        data_root=args.data_root,
+        device=args.device,
+    )
+    result = measure_sharpness(
+        model,
+        batches,
+        k=args.k,
+        rho=args.rho,
+        m=args.m,
+        tol=args.tol,
+        max_iter=args.max_iter,
+        seed=args.seed,
+        ascent_steps=args.ascent_steps,
+    )
+    result = {
+        "checkpoint": str(ckpt_path),
+        "model": cfg["model"]["name"],
+        "dataset": cfg["dataset"]["name"],
+        "device": args.device,
+        "subset": f"first {result['num_examples']} training examples, epoch-0 loader order, augment='none'",
+        **result,
+    }
+    out = args.out or ckpt_path.parent / "sharpness.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+    lam = ", ".join(f"{v:.4g}" for v in result["eigenvalues"])
+    ratio = result["lambda_max_over_lambda_k"]
+    print(
+        f"{result['model']} on {result['dataset']}: {result['num_examples']} training examples, BN in eval()"
+    )
+    print(f"top-{args.k} Hessian eigenvalues: {lam}")
+    print(f"lambda_max = {result['lambda_max']:.4g}")
+    print(
+        f"lambda_max / lambda_{args.k} = " + ("undefined (lambda_k = 0)" if ratio is None else f"{ratio:.4g}")
+    )
+    print(f"  ({STOPPING_RULE}; tol = {args.tol:g}, max_iter = {args.max_iter})")
+    print(
+        f"m-sharpness (rho = {args.rho:g}, m = {args.m}, {args.ascent_steps} ascent step(s), "
+        f"{result['m_sharpness_chunks']} chunks) = {result['m_sharpness']:.4g}"
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,641 @@
+"""The one training entry point.
+
+    python train.py model=wrn dataset=cifar100 rho=0.05           # one run
+    python train.py -m rho=0.01,0.02,0.05,0.1,0.2,0.5 seed=0,1,2  # a sweep (add hydra/launcher=slurm)
+    torchrun --nproc_per_node=8 train.py experiment=...           # DDP, per-replica e(w) (the paper's)
+    python train.py experiment=quickstart                         # digits, SGD vs SAM, 2 CPU minutes
+
+Running the identical command again with the same ``hydra.run.dir`` resumes from the last checkpoint
+and ends exactly where an uninterrupted run ends. Every hyperparameter lives in ``configs/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+import torch.distributed as dist
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from data import DataBundle, build_data
+from models import create_model
+from sam import (
+    PRECISIONS,
+    SAM,
+    WEIGHT_DECAY_MODES,
+    StepOptions,
+    decoupled_param_groups,
+    resolve_precision,
+    select_step,
+)
+from sam.checkpoint import CheckpointManager, atomic_torch_save
+from sam.distributed import DistContext, all_reduce_sum, average_bn_stats, setup_distributed
+from sam.loop import EpochTotals, evaluate, train_one_epoch
+from sam.preemption import PreemptionHandler
+from sam.tracking import MetricsFile, NullTracker, WandbTracker
+
+log = logging.getLogger("train")
+REPO = Path(__file__).resolve().parent
+OPTIMIZERS = ("sgd", "sam", "asam")
+SCHEDULES = ("cosine", "constant")
+
+
+# ---------------------------------------------------------------------------------------------- config
+def validate(cfg: DictConfig, world_size: int) -> None:
+    """Every user-facing value checked before anything is built: ValueError naming value and choices."""
+
+    def number(key: str, value: Any, ok: bool, rule: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok:
+            raise ValueError(f"{key}={value!r} is invalid: {rule}")
+
+    number(
+        "rho",
+        cfg.rho,
+        isinstance(cfg.rho, (int, float)) and math.isfinite(cfg.rho) and cfg.rho >= 0,
+        "must be a finite number >= 0 (0 = SGD)",
+    )
+    number("epochs", cfg.epochs, isinstance(cfg.epochs, int) and cfg.epochs >= 1, "must be an integer >= 1")
+    number(
+        "batch_size",
+        cfg.batch_size,
+        isinstance(cfg.batch_size, int) and cfg.batch_size >= 1,
+        "must be an integer >= 1",
+    )
+    if cfg.batch_size % world_size:
+        raise ValueError(
+            f"batch_size={cfg.batch_size} must be divisible by the number of processes ({world_size})"
+        )
+    per_device = cfg.batch_size // world_size
+    if cfg.m is not None:
+        number("m", cfg.m, isinstance(cfg.m, int) and cfg.m >= 1, "must be an integer >= 1 or null")
+        if per_device % cfg.m:
+            divisors = [d for d in range(1, per_device + 1) if per_device % d == 0]
+            raise ValueError(
+                f"m={cfg.m} must divide the per-device batch {per_device} (batch_size={cfg.batch_size} over "
+                f"{world_size} process(es)); valid: null or one of {divisors}"
+            )
+    number(
+        "lr",
+        cfg.lr,
+        isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0,
+        "must be a finite number > 0",
+    )
+    number(
+        "weight_decay",
+        cfg.weight_decay,
+        isinstance(cfg.weight_decay, (int, float)) and cfg.weight_decay >= 0,
+        "must be >= 0",
+    )
+    number(
+        "label_noise",
+        cfg.label_noise,
+        isinstance(cfg.label_noise, (int, float)) and 0 <= cfg.label_noise < 1,
+        "must be in [0, 1)",
+    )
+    number(
+        "label_smoothing",
+        cfg.label_smoothing,
+        isinstance(cfg.label_smoothing, (int, float)) and 0 <= cfg.label_smoothing < 1,
+        "must be in [0, 1)",
+    )
+    if cfg.grad_clip is not None:
+        number(
+            "grad_clip",
+            cfg.grad_clip,
+            isinstance(cfg.grad_clip, (int, float)) and cfg.grad_clip > 0,
+            "must be > 0, or null for no clipping",
+        )
+    for key, value, choices in (
+        ("precision", cfg.precision, PRECISIONS),
+        ("optimizer.name", cfg.optimizer.name, OPTIMIZERS),
+        ("optimizer.weight_decay_mode", cfg.optimizer.weight_decay_mode, WEIGHT_DECAY_MODES),
+        ("schedule.name", cfg.schedule.name, SCHEDULES),
+    ):
+        if value not in choices:
+            raise ValueError(f"{key}={value!r} is not one of {', '.join(choices)}")
+
+
+def uses_sam(cfg: DictConfig) -> bool:
+    return cfg.optimizer.name in ("sam", "asam") and cfg.rho > 0
+
+
+# ---------------------------------------------------------------------------------------------- build
+@dataclass
+class Objects:
+    data: DataBundle
+    model: nn.Module  # possibly DDP-wrapped / compiled: what the step runs
+    raw_model: nn.Module  # the plain module: what checkpoints hold
+    optimizer: torch.optim.Optimizer
+    base_optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    step_fn: Any
+    step_options: StepOptions
+    steps_per_epoch: int
+    val_batches: int | None
+    effective_m: int
+
+
+def seed_for(seed: int, rank: int) -> int:
+    """Per-process stream for dropout / Shake noise; rank 0 of a DDP run equals a single process."""
+    return seed + 1_000_003 * rank
+
+
+def build(cfg: DictConfig, ctx: DistContext) -> Objects:
+    precision = resolve_precision(cfg.precision, ctx.device)
+    data = build_data(
+        cfg.dataset.name,
+        root=os.path.expanduser(cfg.dataset.root),
+        batch_size=cfg.batch_size,
+        eval_batch_size=cfg.trainer.eval_batch_size,
+        augment=cfg.augment,
+        cutout_size=cfg.dataset.cutout_size,
+        label_noise=cfg.label_noise,
+        val_fraction=cfg.dataset.val_fraction,
+        seed=cfg.seed,
+        device=ctx.device,
+        loader=cfg.dataset.loader,
+        num_workers=cfg.dataset.num_workers,
+        world_size=ctx.world_size,
+        rank=ctx.rank,
+        download=cfg.dataset.download,
+    )
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    model_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
+    raw_model = create_model(cfg.model.name, data.num_classes, in_chans=data.in_chans, **model_kwargs).to(
+        ctx.device
+    )
+    torch.manual_seed(seed_for(cfg.seed, ctx.rank))
+    if cfg.channels_last:
+        raw_model = raw_model.to(memory_format=torch.channels_last)
+
+    opt_cfg = cfg.optimizer
+    if opt_cfg.weight_decay_mode == "l2_loss":  # official: 0.5*wd*||w||^2 in the loss, all parameters
+        params, base_wd, l2 = raw_model.parameters(), 0.0, cfg.weight_decay
+    else:
+        params, base_wd, l2 = decoupled_param_groups(raw_model, cfg.weight_decay), cfg.weight_decay, 0.0
+    sgd_kwargs = dict(lr=cfg.lr, momentum=opt_cfg.momentum, nesterov=opt_cfg.nesterov, weight_decay=base_wd)
+    if uses_sam(cfg):
+        optimizer = SAM(
+            params, torch.optim.SGD, rho=cfg.rho, adaptive=opt_cfg.adaptive, eta=opt_cfg.eta, **sgd_kwargs
+        )
+        base = optimizer.base_optimizer
+    else:
+        optimizer = base = torch.optim.SGD(params, **sgd_kwargs)
+
+    per_device = cfg.batch_size // ctx.world_size
+    step_fn = select_step(optimizer, cfg.m, per_device)
+    synced = opt_cfg.perturbation == "synced"
+    if synced and cfg.m is not None and cfg.m != per_device:
+        raise ValueError(
+            f"optimizer.perturbation=synced takes e(w) from the whole batch; m={cfg.m} must be null"
+        )
+    effective_m = cfg.batch_size if synced else (cfg.m or per_device)
+
+    model: nn.Module = raw_model
+    if cfg.compile:
+        model = torch.compile(model)
+    if ctx.distributed:
+        # Per-device BatchNorm as the official code; statistics averaged after every step (see below).
+        model = DistributedDataParallel(
+            model,
+            device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+            broadcast_buffers=False,
+        )
+
+    steps_per_epoch = len(data.train)
+    if cfg.trainer.limit_train_batches is not None:
+        steps_per_epoch = min(steps_per_epoch, int(cfg.trainer.limit_train_batches))
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"batch_size={cfg.batch_size} leaves no full training batch ({data.num_train} examples); lower batch_size"
+        )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        base,
+        lr_schedule(
+            cfg.schedule.name, cfg.epochs * steps_per_epoch, cfg.schedule.warmup_epochs * steps_per_epoch
+        ),
+    )
+    options = StepOptions(
+        loss_fn=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+        l2_weight_decay=l2,
+        grad_clip=cfg.grad_clip,
+        precision=precision,
+        perturbation=opt_cfg.perturbation,
+    )
+    return Objects(
+        data,
+        model,
+        raw_model,
+        optimizer,
+        base,
+        scheduler,
+        step_fn,
+        options,
+        steps_per_epoch,
+        cfg.trainer.limit_val_batches,
+        effective_m,
+    )
+
+
+def lr_schedule(name: str, total_steps: int, warmup_steps: int):
+    """Multiplier of the peak lr at iteration s: linear warmup, then cosine to 0 (or constant)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if name == "constant":
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+# ---------------------------------------------------------------------------------------------- run
+def channels(batches, channels_last: bool):
+    for x, y in batches:
+        yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
+
+
+def eval_metrics(objs: Objects, loader, prefix: str, cfg: DictConfig) -> dict[str, float]:
+    loader.set_epoch(0)
+    sums = evaluate(
+        objs.model,
+        channels(loader, cfg.channels_last),
+        objs.step_options.precision.autocast,
+        objs.val_batches,
+    )
+    keys = ("loss_sum", "top1", "top5", "examples")
+    packed = torch.stack([sums[k].double() for k in keys]) if sums else torch.zeros(4, dtype=torch.float64)
+    loss_sum, top1, top5, n = all_reduce_sum(packed.to(objs.data.train and packed.device)).tolist()
+    n = max(n, 1.0)
+    return {
+        f"{prefix}_loss": loss_sum / n,
+        f"{prefix}_error": 100.0 * (1 - top1 / n),
+        f"{prefix}_error_top5": 100.0 * (1 - top5 / n),
+    }
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def gather_rng(device: torch.device, ctx: DistContext) -> list[dict[str, Any]]:
+    mine = rng_state(device)
+    if not ctx.distributed:
+        return [mine]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, mine)
+    return out
+
+
+def make_tracker(cfg: DictConfig, run_dir: Path, resolved: dict, run_id: str | None, ctx: DistContext):
+    if cfg.logger.name == "none" or not ctx.is_main:
+        return NullTracker()
+    if cfg.logger.name != "wandb":
+        raise ValueError(f"logger={cfg.logger.name!r} is not one of wandb, none")
+    group = cfg.logger.group
+    if group is None:
+        hc = HydraConfig.get()
+        group = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else run_dir.name
+    id_file = run_dir / "wandb_run_id.txt"
+    if run_id is None and id_file.exists():
+        run_id = id_file.read_text().strip() or None
+    tracker = WandbTracker(
+        run_dir=run_dir,
+        config=resolved,
+        project=cfg.logger.project,
+        entity=cfg.logger.entity,
+        group=group,
+        tags=list(cfg.logger.tags),
+        name=run_dir.name,
+        run_id=run_id,
+    )
+    id_file.write_text(tracker.run_id)
+    return tracker
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Build everything, resume if a checkpoint exists, train, evaluate, write results.json."""
+    ctx = setup_distributed(cfg.device)
+    validate(cfg, ctx.world_size)
+    if cfg.trainer.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    results_path = run_dir / "results.json"
+    ckpts = CheckpointManager(run_dir / "checkpoints")
+    state = ckpts.load_latest(map_location="cpu")
+    if state is not None and state.get("finished") and results_path.exists():
+        log.info("%s is complete (results.json exists); nothing to do", run_dir)
+        return json.loads(results_path.read_text())
+
+    objs = build(cfg, ctx)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    n_params = sum(p.numel() for p in objs.raw_model.parameters())
+    step_name = getattr(objs.step_fn, "__name__", str(objs.step_fn))
+    log.info(
+        "model %s (%.2fM params) | %s | %s on %s x%d | batch %d, m %d (examples per e(w)) | %d steps/epoch | %s",
+        cfg.model.name,
+        n_params / 1e6,
+        cfg.dataset.name,
+        step_name,
+        device_name(ctx.device),
+        ctx.world_size,
+        cfg.batch_size,
+        objs.effective_m,
+        objs.steps_per_epoch,
+        objs.step_options.precision.name,
+    )
+    if cfg.label_noise:
+        log.info(
+            "label noise: asked %.3f, realised %.4f of training labels flipped",
+            cfg.label_noise,
+            objs.data.label_noise_realised,
+        )
+
+    epoch, start_batch, global_step, wall_time, run_id = 0, 0, 0, 0.0, None
+    totals = EpochTotals().to(ctx.device)
+    train_seconds, train_images = 0.0, 0
+    if state is not None:
+        objs.raw_model.load_state_dict(state["model"])
+        objs.optimizer.load_state_dict(state["optimizer"])
+        objs.scheduler.load_state_dict(state["scheduler"])
+        if objs.step_options.precision.scaler is not None and "scaler" in state:
+            objs.step_options.precision.scaler.load_state_dict(state["scaler"])
+        epoch, start_batch, global_step = state["epoch"], state["batch"], state["global_step"]
+        wall_time, run_id = state["wall_time_s"], state.get("wandb_run_id")
+        train_seconds, train_images = state["train_seconds"], state["train_images"]
+        totals = EpochTotals.from_state_dict(state["totals"], ctx.device)
+        rngs = state["rng"]
+        if len(rngs) == ctx.world_size:
+            set_rng_state(rngs[ctx.rank], ctx.device)
+        else:
+            log.warning(
+                "checkpoint has RNG states for %d processes, this run has %d: reseeding",
+                len(rngs),
+                ctx.world_size,
+            )
+        log.info(
+            "resumed from %s at epoch %d, batch %d (step %d)", state["path"], epoch, start_batch, global_step
+        )
+    del state
+
+    metrics_file = MetricsFile(run_dir / "metrics.jsonl")
+    if ctx.is_main:
+        metrics_file.truncate_after(epoch)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+    tracker = make_tracker(cfg, run_dir, resolved, run_id, ctx)
+    preemption = PreemptionHandler().install()
+    interval_s = (
+        60.0 * cfg.trainer.checkpoint_interval_min if cfg.trainer.checkpoint_interval_min else math.inf
+    )
+    last_ckpt = time.monotonic()
+
+    def save_checkpoint(next_epoch: int, next_batch: int, finished: bool = False) -> None:
+        nonlocal last_ckpt
+        rngs = gather_rng(ctx.device, ctx)
+        if ctx.is_main:
+            payload = {
+                "epoch": next_epoch,
+                "batch": next_batch,
+                "global_step": global_step,
+                "finished": finished,
+                "model": objs.raw_model.state_dict(),
+                "optimizer": objs.optimizer.state_dict(),
+                "scheduler": objs.scheduler.state_dict(),
+                "rng": rngs,
+                "totals": totals.state_dict(),
+                "wall_time_s": wall_time + (time.perf_counter() - started),
+                "wandb_run_id": tracker.run_id,
+                "train_seconds": train_seconds,
+                "train_images": train_images,
+            }
+            if objs.step_options.precision.scaler is not None:
+                payload["scaler"] = objs.step_options.precision.scaler.state_dict()
+            ckpts.save(payload)
+        last_ckpt = time.monotonic()
+
+    flags = torch.zeros(2, device=ctx.device)
+
+    def should_stop() -> bool:
+        """Preemption or a timed checkpoint; agreed by all ranks so nobody waits in a collective alone."""
+        flags[0] = float(preemption.requested)
+        flags[1] = float(time.monotonic() - last_ckpt > interval_s)
+        if ctx.distributed:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return bool(flags.any())
+
+    def on_log(index: int, result, seconds: float) -> None:
+        lr = objs.base_optimizer.param_groups[0]["lr"]
+        n = cfg.trainer.log_every_n_steps
+        tracker.log_step(
+            {
+                "train/loss_at_w": float(result.loss),
+                "train/lr": lr,
+                "train/grad_norm": float(result.grad_norm),
+                "train/images_per_s": n * cfg.batch_size / max(seconds, 1e-9),
+            },
+            step=global_step0 + index,
+        )
+
+    started = time.perf_counter()
+    exit_code = 0
+    try:
+        while epoch < cfg.epochs:
+            objs.data.train.set_epoch(epoch, start_batch)
+            global_step0 = global_step - start_batch
+            t0 = time.perf_counter()
+            index = train_one_epoch(
+                objs.model,
+                objs.optimizer,
+                objs.step_fn,
+                objs.step_options,
+                channels(objs.data.train, cfg.channels_last),
+                objs.scheduler,
+                totals,
+                num_batches=objs.steps_per_epoch,
+                start_batch=start_batch,
+                max_nonfinite_steps=cfg.trainer.max_nonfinite_steps,
+                check_every=cfg.trainer.log_every_n_steps,
+                after_step=(lambda: average_bn_stats(objs.model)) if ctx.distributed else None,
+                on_log=on_log,
+                should_stop=should_stop,
+                description=f"epoch {epoch + 1}/{cfg.epochs}",
+            )
+            seconds = time.perf_counter() - t0
+            totals.seconds += seconds
+            train_seconds += seconds
+            done = index - start_batch
+            train_images += done * cfg.batch_size
+            global_step += done
+            if index < objs.steps_per_epoch:  # stopped mid-epoch: checkpoint where we are
+                start_batch = index
+                save_checkpoint(epoch, start_batch)
+                if preemption.requested:
+                    log.warning("checkpointed at epoch %d batch %d; exiting for requeue", epoch, index)
+                    tracker.finish(exit_code=1)
+                    preemption.exit()
+                continue
+
+            record = epoch_record(cfg, objs, totals, epoch, seconds=totals.seconds)
+            totals = EpochTotals().to(ctx.device)
+            epoch, start_batch = epoch + 1, 0
+            if ctx.is_main:
+                metrics_file.append(record)
+                tracker.log_epoch(record, step=global_step)
+                log.info(
+                    "epoch %d/%d  train loss %.4f err %.2f%%  test err %.2f%% (top-5 %.2f%%)  lr %.4g  %.0f img/s%s",
+                    epoch,
+                    cfg.epochs,
+                    record["train_loss"],
+                    record["train_error"],
+                    record["test_error"],
+                    record["test_error_top5"],
+                    record["lr"],
+                    record["images_per_s"],
+                    f"  skipped {record['skipped_steps']}" if record["skipped_steps"] else "",
+                )
+            save_checkpoint(epoch, 0, finished=epoch == cfg.epochs)
+            if preemption.requested:
+                tracker.finish(exit_code=1)
+                preemption.exit()
+    except BaseException:
+        exit_code = 1
+        raise
+    finally:
+        preemption.uninstall()
+        if exit_code:
+            tracker.finish(exit_code=exit_code)
+
+    final = eval_metrics(objs, objs.data.test, "test", cfg)
+    results = {
+        "model": cfg.model.name,
+        "dataset": cfg.dataset.name,
+        "augment": cfg.augment,
+        "optimizer": cfg.optimizer.name if uses_sam(cfg) else "sgd",
+        "rho": cfg.rho if uses_sam(cfg) else 0.0,
+        "m": objs.effective_m if uses_sam(cfg) else None,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "label_noise": cfg.label_noise,
+        "label_noise_realised": objs.data.label_noise_realised,
+        "test_error": final["test_error"],
+        "test_error_top5": final["test_error_top5"],
+        "test_loss": final["test_loss"],
+        "train_loss": _last_train_loss(run_dir),
+        "wall_time_s": wall_time + (time.perf_counter() - started),
+        "images_per_s": train_images / max(train_seconds, 1e-9),
+        "num_params": n_params,
+        "world_size": ctx.world_size,
+        "precision": objs.step_options.precision.name,
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+        "device_name": device_name(ctx.device),
+        "config": resolved,
+    }
+    if objs.data.val is not None:
+        results.update(eval_metrics(objs, objs.data.val, "val", cfg))
+    if ctx.is_main:
+        if cfg.trainer.save_final_model:
+            atomic_torch_save(
+                {"model": objs.raw_model.state_dict(), "config": resolved}, run_dir / "final_model.pt"
+            )
+        tmp = results_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(results, indent=2))
+        os.replace(tmp, results_path)
+        tracker.summary(results)
+        tracker.finish()
+        log.info(
+            "done: test error %.2f%% (top-5 %.2f%%) -> %s",
+            results["test_error"],
+            results["test_error_top5"],
+            results_path,
+        )
+    return results
+
+
+def epoch_record(
+    cfg: DictConfig, objs: Objects, totals: EpochTotals, epoch: int, seconds: float
+) -> dict[str, Any]:
+    packed = torch.stack([totals.loss_sum.double(), totals.correct.double(), totals.skipped.double()])
+    loss_sum, correct, skipped = all_reduce_sum(packed).tolist()
+    examples = totals.examples * (dist.get_world_size() if dist.is_initialized() else 1)
+    record = {
+        "epoch": epoch,
+        "train_loss": loss_sum / max(examples, 1),
+        "train_error": 100.0 * (1 - correct / max(examples, 1)),
+        "skipped_steps": int(skipped),
+        "lr": objs.base_optimizer.param_groups[0]["lr"],
+        "epoch_time_s": seconds,
+        "images_per_s": examples / max(seconds, 1e-9),
+    }
+    record.update(eval_metrics(objs, objs.data.test, "test", cfg))
+    if objs.data.val is not None:
+        record.update(eval_metrics(objs, objs.data.val, "val", cfg))
+    return record
+
+
+def _last_train_loss(run_dir: Path) -> float | None:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return None
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return json.loads(lines[-1])["train_loss"] if lines else None
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        results = train(cfg, run_dir)
+    except (ValueError, FileNotFoundError) as err:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra marks this job failed; the other jobs of the sweep go on
+        log.error("%s", err)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return results["test_error"]
+
+
+if __name__ == "__main__":
+    main()
