@@ -1,0 +1,200 @@
+"""Training augmentations as batched tensor ops, plus the per-image Cutout of the torchvision path.
+
+Definitions (the same for both loaders; tests check each against an independent computation):
+
+* ``basic``: pad ``pad`` pixels by **reflection** (numpy/torch ``reflect``: the edge pixel is not repeated,
+  as the official SAM code), take a random crop of the original size (offsets uniform over the
+  ``(2*pad+1)**2`` positions), then flip horizontally with probability 1/2 (not for digits).
+* ``cutout`` (DeVries & Taylor, 2017): ``basic``, then one ``s x s`` square per image, its centre uniform
+  over the image's pixels and the square clipped at the borders (rows ``[cy - s//2, cy - s//2 + s)``), so
+  the zeroed area is often smaller than ``s*s``. It is applied after normalisation (the mask multiplies the
+  normalised image), so cut pixels hold the dataset mean. The official SAM code instead draws one cutout
+  location per *batch*; we follow the paper's reference (DeVries & Taylor), one per image.
+* ``autoaugment``: torchvision's ``AutoAugment(AutoAugmentPolicy.CIFAR10)`` (used for CIFAR-10 and
+  CIFAR-100, as the official code) on the un-padded uint8 image, then ``basic``, in that order as the
+  official SAM code. The paper does not say whether its AA column also used cutout; our default is no
+  cutout (the official code treats cutout as a separate, off-by-default flag), and
+  ``autoaugment_cutout=True`` adds it (after crop and flip), as in Cubuk et al.'s CIFAR setup.
+
+The tensor loader stores each pixel's channels packed in one int32 (``pack_pixels``), so a crop is a
+single ``index_select`` of 4-byte elements.
+
+The tensor loader's AutoAugment is batched, not per-image Python: every image gets its own sub-policy,
+probabilities and signs (drawn per epoch in ``data.sampling``), then images are grouped by
+(sub-policy, op, applied?, sign) and torchvision's own op implementation (``_apply_op``, with its policy
+table and magnitude bins) is called once per group: at most ~100 calls per batch, whatever its size.
+That is the same per-image distribution as ``AutoAugment.forward``; a test compares the two image by image
+(and would catch a change of the private ``_apply_op``). The torchvision path runs the same policy on PIL
+images, whose op implementations differ from the tensor ones by rounding.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.autoaugment import AutoAugment, AutoAugmentPolicy, _apply_op
+
+AUGMENTS = ("none", "basic", "cutout", "autoaugment")
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """What a training loader does to each image (all off = evaluation)."""
+
+    crop_pad: int = 0  # reflect-pad then random crop of the original size; 0 = no crop
+    hflip: bool = False
+    cutout_size: int = 0  # side of the cutout square; 0 = no cutout
+    autoaugment: bool = False
+
+
+def make_spec(
+    augment: str, *, pad: int, hflip: bool, cutout_size: int, autoaugment_cutout: bool = False
+) -> AugmentSpec:
+    """Turn an ``augment`` name into an AugmentSpec (see the module docstring for the definitions)."""
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment={augment!r} is not one of {AUGMENTS}")
+    if cutout_size < 0:
+        raise ValueError(f"cutout_size={cutout_size} must be >= 0")
+    if augment == "none":
+        return AugmentSpec()
+    if augment == "basic":
+        return AugmentSpec(crop_pad=pad, hflip=hflip)
+    if augment == "cutout":
+        if cutout_size == 0:
+            raise ValueError("augment='cutout' needs cutout_size > 0")
+        return AugmentSpec(crop_pad=pad, hflip=hflip, cutout_size=cutout_size)
+    return AugmentSpec(
+        crop_pad=pad, hflip=hflip, cutout_size=cutout_size if autoaugment_cutout else 0, autoaugment=True
+    )
+
+
+def reflect_index(i: torch.Tensor, n: int) -> torch.Tensor:
+    """Map [-(n-1), 2n-2] onto [0, n) by reflection, the edge not repeated (-1 -> 1, n -> n-2)."""
+    i = i.abs()
+    return torch.where(i >= n, 2 * (n - 1) - i, i)
+
+
+def pack_pixels(images: torch.Tensor) -> torch.Tensor:
+    """(N, H, W, C) uint8 with C <= 4 -> (N, H, W) int32, one pixel's channels (zero-padded to 4) per element.
+
+    Gathering one 4-byte element per pixel is several times faster than gathering 3-byte rows.
+    """
+    n, h, w, c = images.shape
+    if c > 4:
+        raise ValueError(f"pack_pixels handles at most 4 channels, got {c}")
+    padded = torch.zeros((n, h, w, 4), dtype=torch.uint8, device=images.device)
+    padded[..., :c] = images
+    return padded.view(torch.int32).reshape(n, h, w)
+
+
+def unpack_pixels(packed: torch.Tensor, channels: int) -> torch.Tensor:
+    """Inverse of ``pack_pixels``: (..., H, W) int32 -> (..., H, W, channels) uint8 (a view)."""
+    return packed.unsqueeze(-1).view(torch.uint8)[..., :channels]
+
+
+def crop_flip(
+    src: torch.Tensor,
+    index: torch.Tensor,
+    crop_y: torch.Tensor,
+    crop_x: torch.Tensor,
+    flip: torch.Tensor,
+    pad: int,
+) -> torch.Tensor:
+    """Reflect-pad, crop and flip ``src[index]`` in one gather, without materialising the padded images.
+
+    src: (N, H, W), one element per pixel (e.g. packed by ``pack_pixels``); index, crop_y, crop_x, flip:
+    (B,). Output pixel (i, j) of image b is padded pixel (crop_y + i, crop_x + j') with j' = W-1-j when
+    flipped, i.e. source pixel (reflect(crop_y + i - pad), reflect(crop_x + j' - pad)). Returns (B, H, W).
+    """
+    n, h, w = src.shape
+    rows = torch.arange(h, device=src.device)
+    cols = torch.arange(w, device=src.device)
+    r = reflect_index(crop_y[:, None] + rows - pad, h)  # (B, H)
+    col = crop_x[:, None] + cols - pad  # (B, W)
+    col = reflect_index(torch.where(flip[:, None], col.flip(1), col), w)
+    flat = (index[:, None, None] * h + r[:, :, None]) * w + col[:, None, :]  # (B, H, W)
+    return src.reshape(n * h * w).index_select(0, flat.reshape(-1)).view(flat.shape)
+
+
+def normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) uint8 (any strides) -> (B, C, H, W) float32 ``(x/255 - mean) / std`` (mean, std: (C,))."""
+    out = x.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+    scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1)
+    return out.mul_(scale).sub_((mean / std).view(1, -1, 1, 1))
+
+
+def cutout_keep_mask(cy: torch.Tensor, cx: torch.Tensor, size: int, h: int, w: int) -> torch.Tensor:
+    """(B, 1, H, W) float mask, 0 inside each image's clipped ``size x size`` square, built by comparisons.
+
+    A pixel is kept when its row or its column is outside the square: max(row_out, col_out), broadcast.
+    """
+    rows = torch.arange(h, device=cy.device)
+    cols = torch.arange(w, device=cy.device)
+    y0 = (cy - size // 2)[:, None]
+    x0 = (cx - size // 2)[:, None]
+    row_out = ((rows < y0) | (rows >= y0 + size)).to(torch.float32)  # (B, H)
+    col_out = ((cols < x0) | (cols >= x0 + size)).to(torch.float32)  # (B, W)
+    return torch.maximum(row_out[:, None, :, None], col_out[:, None, None, :])
+
+
+class Cutout:
+    """Per-image cutout for the torchvision path: (C, H, W) normalised tensor -> copy with one square zeroed.
+
+    Draws the centre from torch's global RNG (the torchvision path seeds it per example). A separate
+    implementation (slicing) from ``cutout_keep_mask`` (comparisons), so each checks the other.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        h, w = img.shape[-2:]
+        cy = int(torch.randint(h, ()).item())
+        cx = int(torch.randint(w, ()).item())
+        y0, x0 = cy - self.size // 2, cx - self.size // 2
+        out = img.clone()
+        out[..., max(y0, 0) : max(y0 + self.size, 0), max(x0, 0) : max(x0 + self.size, 0)] = 0
+        return out
+
+    def __repr__(self) -> str:
+        return f"Cutout(size={self.size})"
+
+
+class BatchedAutoAugment:
+    """torchvision's AutoAugment with per-image draws, applied by groups (see module docstring)."""
+
+    def __init__(self, image_hw: tuple[int, int], policy: AutoAugmentPolicy = AutoAugmentPolicy.CIFAR10):
+        reference = AutoAugment(policy)  # interpolation NEAREST, fill None (zeros): torchvision's defaults
+        self.policies = reference.policies
+        self.op_meta = reference._augmentation_space(10, image_hw)
+        self.interpolation = InterpolationMode.NEAREST
+
+    @property
+    def num_policies(self) -> int:
+        return len(self.policies)
+
+    def __call__(
+        self, x: torch.Tensor, policy: torch.Tensor, probs: torch.Tensor, signs: torch.Tensor
+    ) -> torch.Tensor:
+        """x: (B, C, H, W) uint8 on any device; policy (B,), probs (B, 2), signs (B, 2) on the CPU."""
+        out = x.clone()
+        for pid in torch.unique(policy).tolist():
+            members = (policy == pid).nonzero().squeeze(1)  # CPU positions in the batch
+            imgs = out[members.to(x.device)]
+            for i, (op_name, p, magnitude_id) in enumerate(self.policies[pid]):
+                magnitudes, signed = self.op_meta[op_name]
+                magnitude = float(magnitudes[magnitude_id].item()) if magnitude_id is not None else 0.0
+                applied = probs[members, i] <= p  # same comparison as AutoAugment.forward
+                if signed:
+                    negative = signs[members, i] == 0
+                    groups = [(applied & negative, -magnitude), (applied & ~negative, magnitude)]
+                else:
+                    groups = [(applied, magnitude)]
+                for chosen, value in groups:
+                    rows = chosen.nonzero().squeeze(1)
+                    if rows.numel() == 0:
+                        continue
+                    rows = rows.to(x.device)
+                    imgs[rows] = _apply_op(imgs[rows], op_name, value, self.interpolation, None)
+            out[members.to(x.device)] = imgs
+        return out

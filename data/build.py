@@ -1,0 +1,238 @@
+"""``build_data``: one call from a dataset name and its options to train / val / test loaders.
+
+Order of operations (each step seeded by the run seed, each in its own module):
+load the official train and test splits -> carve the validation split out of train (clean labels) ->
+flip a fraction of the remaining training labels (label noise) -> wrap each split in a loader.
+"""
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from data.augment import AUGMENTS, AugmentSpec, make_spec
+from data.cifar import CIFAR_SPECS, load_cifar, read_class_names
+from data.digits import digits_stats, load_digits_split
+from data.imagenet import (
+    IMAGENET_MEAN,
+    IMAGENET_SIZE,
+    IMAGENET_STD,
+    imagenet_transform,
+    load_imagenet_folders,
+)
+from data.label_noise import flip_labels
+from data.splits import train_val_split
+from data.tensor_loader import TensorLoader
+from data.torch_loader import (
+    ArrayImages,
+    FileImages,
+    PlanBatchSampler,
+    SeededTransformDataset,
+    TorchLoader,
+    array_transform,
+)
+
+DATASETS = ("cifar10", "cifar100", "imagenet", "digits")
+LOADERS = ("auto", "tensor", "torchvision")
+# Flips change digits (and the official ImageNet recipe has no cutout/AutoAugment here), so fewer choices.
+DATASET_AUGMENTS = {
+    "cifar10": AUGMENTS,
+    "cifar100": AUGMENTS,
+    "digits": ("none", "basic"),
+    "imagenet": ("none", "basic"),
+}
+
+
+class Loader(Protocol):
+    """What the training loop relies on (see data/__init__.py)."""
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+    def __len__(self) -> int: ...
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None: ...
+
+
+@dataclass
+class DataBundle:
+    train: Loader
+    test: Loader
+    val: Loader | None  # None when val_fraction == 0
+    num_classes: int
+    in_chans: int
+    image_size: int
+    num_train: int  # training examples (after the validation split)
+    label_noise_realised: float  # fraction of training labels that differ from the originals
+    mean: tuple[float, ...] = field(default=())  # normalisation, per channel, in [0, 1] units
+    std: tuple[float, ...] = field(default=())
+    class_names: tuple[str, ...] = field(default=())
+
+
+@dataclass
+class _Raw:
+    """A dataset before splitting: arrays (CIFAR, digits) or image files (ImageNet)."""
+
+    train_images: np.ndarray | list[str]
+    train_labels: np.ndarray
+    test_images: np.ndarray | list[str]
+    test_labels: np.ndarray
+    num_classes: int
+    in_chans: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...]
+    pad: int  # reflect padding of the "basic" random crop
+    hflip: bool
+
+
+def _load(name: str, root: str | Path, download: bool) -> _Raw:
+    if name in CIFAR_SPECS:
+        spec = CIFAR_SPECS[name]
+        train_x, train_y = load_cifar(spec, root, train=True, download=download)
+        test_x, test_y = load_cifar(spec, root, train=False, download=False)
+        names = read_class_names(spec, root, download=False)
+        return _Raw(
+            train_x, train_y, test_x, test_y, spec.num_classes, 3, 32, spec.mean, spec.std, names, 4, True
+        )
+    if name == "digits":
+        train_x, train_y, test_x, test_y = load_digits_split()
+        mean, std = digits_stats(train_x)
+        names = tuple(str(d) for d in range(10))
+        # 1-px reflect crop and no flip: a mirrored 2 or 5 is not a 2 or 5.
+        return _Raw(train_x, train_y, test_x, test_y, 10, 1, 8, mean, std, names, 1, False)
+    train, val = load_imagenet_folders(root)
+    return _Raw(
+        [p for p, _ in train.samples],
+        np.asarray(train.targets, dtype=np.int64),
+        [p for p, _ in val.samples],
+        np.asarray(val.targets, dtype=np.int64),
+        len(train.classes),
+        3,
+        IMAGENET_SIZE,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        tuple(train.classes),
+        0,
+        True,
+    )
+
+
+def _subset(images: np.ndarray | list[str], index: np.ndarray) -> np.ndarray | list[str]:
+    return images[index] if isinstance(images, np.ndarray) else [images[i] for i in index]
+
+
+def _workers(requested: int) -> int:
+    """Never more workers than CPUs this process may use (SLURM binds tasks to a subset)."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(requested, available))
+
+
+def _check_choice(what: str, value: object, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{what}={value!r} is not one of {choices}")
+
+
+def build_data(
+    name: str,
+    *,
+    root: str | Path,
+    batch_size: int,
+    eval_batch_size: int | None = None,
+    augment: str = "basic",
+    cutout_size: int = 16,
+    label_noise: float = 0.0,
+    val_fraction: float = 0.0,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    loader: str = "auto",
+    num_workers: int = 2,
+    world_size: int = 1,
+    rank: int = 0,
+    download: bool = True,
+    autoaugment_cutout: bool = False,
+) -> DataBundle:
+    """Build the loaders of ``name`` (see data/__init__.py for the protocol and the choices)."""
+    _check_choice("dataset", name, DATASETS)
+    _check_choice(f"augment (for {name})", augment, DATASET_AUGMENTS[name])
+    _check_choice("loader", loader, LOADERS)
+    if name == "imagenet" and loader == "tensor":
+        raise ValueError(
+            "loader='tensor' keeps the whole dataset in memory; for imagenet use 'auto' or 'torchvision'"
+        )
+    if not 0.0 <= label_noise < 1.0:
+        raise ValueError(f"label_noise={label_noise} must be in [0, 1)")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction={val_fraction} must be in [0, 1)")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(
+            f"need world_size >= 1 and 0 <= rank < world_size, got world_size={world_size}, rank={rank}"
+        )
+    if batch_size < 1 or batch_size % world_size:
+        raise ValueError(
+            f"batch_size={batch_size} (global) must be a positive multiple of world_size={world_size}"
+        )
+    eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
+    if eval_batch_size < 1:
+        raise ValueError(f"eval_batch_size={eval_batch_size} must be positive")
+    if seed < 0:
+        raise ValueError(f"seed={seed} must be a non-negative integer")
+    if num_workers < 0:
+        raise ValueError(f"num_workers={num_workers} must be >= 0")
+
+    raw = _load(name, root, download)
+    train_idx, val_idx = train_val_split(len(raw.train_labels), val_fraction, seed)
+    clean = raw.train_labels[train_idx]
+    noisy = flip_labels(clean, label_noise, raw.num_classes, seed)
+    if batch_size > len(noisy):
+        raise ValueError(f"batch_size={batch_size} is larger than the {len(noisy)} training examples")
+    spec = make_spec(
+        augment, pad=raw.pad, hflip=raw.hflip, cutout_size=cutout_size, autoaugment_cutout=autoaugment_cutout
+    )
+    dev = torch.device(device)
+    use_tensor = loader == "tensor" or (loader == "auto" and name != "imagenet")
+
+    def make(images: np.ndarray | list[str], labels: np.ndarray, train: bool, bs: int) -> Loader:
+        shard = {"world_size": world_size, "rank": rank}
+        if use_tensor:
+            return TensorLoader(
+                torch.from_numpy(np.ascontiguousarray(images)).to(dev),
+                torch.from_numpy(labels).to(dev),
+                batch_size=bs,
+                mean=torch.tensor(raw.mean),
+                std=torch.tensor(raw.std),
+                train=train,
+                spec=spec,
+                seed=seed,
+                **shard,
+            )
+        this_spec = spec if train else AugmentSpec()
+        if isinstance(images, np.ndarray):
+            source, transform = (
+                ArrayImages(images),
+                array_transform(this_spec, raw.mean, raw.std, raw.image_size),
+            )
+        else:
+            source, transform = FileImages(images), imagenet_transform(this_spec)
+        dataset = SeededTransformDataset(source, labels, transform)
+        sampler = PlanBatchSampler(len(labels), bs, train=train, seed=seed, **shard)
+        return TorchLoader(dataset, sampler, device=dev, num_workers=_workers(num_workers))
+
+    val = None
+    if len(val_idx):
+        val = make(_subset(raw.train_images, val_idx), raw.train_labels[val_idx], False, eval_batch_size)
+    return DataBundle(
+        train=make(_subset(raw.train_images, train_idx), noisy, True, batch_size),
+        test=make(raw.test_images, raw.test_labels, False, eval_batch_size),
+        val=val,
+        num_classes=raw.num_classes,
+        in_chans=raw.in_chans,
+        image_size=raw.image_size,
+        num_train=len(noisy),
+        label_noise_realised=float(np.mean(noisy != clean)),
+        mean=tuple(raw.mean),
+        std=tuple(raw.std),
+        class_names=raw.class_names,
+    )
