@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ class WandbTracker:
         import wandb  # only when logger=wandb
 
         self._wandb = wandb
-        self.run_id = run_id or wandb.util.generate_id()
+        self.run_id = run_id or secrets.token_hex(4)  # W&B ids: [a-z0-9]; kept across resumes
         self.run = wandb.init(
             project=project,
             entity=entity,
