@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import platform
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from data import DataBundle, build_data
 from models import create_model
 from sam import (
+    PERTURBATION_MODES,
     PRECISIONS,
     SAM,
     WEIGHT_DECAY_MODES,
@@ -43,88 +45,60 @@ from sam import (
     resolve_precision,
     select_step,
 )
-from sam.checkpoint import CheckpointManager, atomic_torch_save
+from sam.checkpoint import CheckpointError, CheckpointManager, atomic_torch_save
 from sam.distributed import DistContext, all_reduce_sum, average_bn_stats, setup_distributed
-from sam.loop import EpochTotals, evaluate, train_one_epoch
-from sam.preemption import PreemptionHandler
+from sam.loop import EpochTotals, NonFiniteLossError, evaluate, train_one_epoch
+from sam.preemption import FaultInjector, PreemptionHandler
 from sam.tracking import MetricsFile, NullTracker, WandbTracker
 
 log = logging.getLogger("train")
 REPO = Path(__file__).resolve().parent
 OPTIMIZERS = ("sgd", "sam", "asam")
 SCHEDULES = ("cosine", "constant")
+LOGGERS = ("none", "wandb")
 
 
 # ---------------------------------------------------------------------------------------------- config
+# (key, test, what is accepted); None is accepted only where the rule says "or null".
+NUMERIC_RULES = (
+    ("rho", lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (0 = the SGD baseline)"),
+    ("epochs", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    ("batch_size", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    ("m", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1, or null (= the per-device batch)"),
+    ("lr", lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+    ("weight_decay", lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
+    ("label_noise", lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    ("label_smoothing", lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    ("grad_clip", lambda v: math.isfinite(v) and v > 0, "a number > 0, or null (no clipping)"),
+)
+
+
 def validate(cfg: DictConfig, world_size: int) -> None:
     """Every user-facing value checked before anything is built: ValueError naming value and choices."""
-
-    def number(key: str, value: Any, ok: bool, rule: str) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok:
-            raise ValueError(f"{key}={value!r} is invalid: {rule}")
-
-    number(
-        "rho",
-        cfg.rho,
-        isinstance(cfg.rho, (int, float)) and math.isfinite(cfg.rho) and cfg.rho >= 0,
-        "must be a finite number >= 0 (0 = SGD)",
-    )
-    number("epochs", cfg.epochs, isinstance(cfg.epochs, int) and cfg.epochs >= 1, "must be an integer >= 1")
-    number(
-        "batch_size",
-        cfg.batch_size,
-        isinstance(cfg.batch_size, int) and cfg.batch_size >= 1,
-        "must be an integer >= 1",
-    )
+    for key, ok, accepted in NUMERIC_RULES:
+        value = cfg[key]
+        if value is None and "or null" in accepted:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+            raise ValueError(f"{key}={value!r} is invalid: it must be {accepted}")
     if cfg.batch_size % world_size:
         raise ValueError(
             f"batch_size={cfg.batch_size} must be divisible by the number of processes ({world_size})"
         )
     per_device = cfg.batch_size // world_size
-    if cfg.m is not None:
-        number("m", cfg.m, isinstance(cfg.m, int) and cfg.m >= 1, "must be an integer >= 1 or null")
-        if per_device % cfg.m:
-            divisors = [d for d in range(1, per_device + 1) if per_device % d == 0]
-            raise ValueError(
-                f"m={cfg.m} must divide the per-device batch {per_device} (batch_size={cfg.batch_size} over "
-                f"{world_size} process(es)); valid: null or one of {divisors}"
-            )
-    number(
-        "lr",
-        cfg.lr,
-        isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0,
-        "must be a finite number > 0",
-    )
-    number(
-        "weight_decay",
-        cfg.weight_decay,
-        isinstance(cfg.weight_decay, (int, float)) and cfg.weight_decay >= 0,
-        "must be >= 0",
-    )
-    number(
-        "label_noise",
-        cfg.label_noise,
-        isinstance(cfg.label_noise, (int, float)) and 0 <= cfg.label_noise < 1,
-        "must be in [0, 1)",
-    )
-    number(
-        "label_smoothing",
-        cfg.label_smoothing,
-        isinstance(cfg.label_smoothing, (int, float)) and 0 <= cfg.label_smoothing < 1,
-        "must be in [0, 1)",
-    )
-    if cfg.grad_clip is not None:
-        number(
-            "grad_clip",
-            cfg.grad_clip,
-            isinstance(cfg.grad_clip, (int, float)) and cfg.grad_clip > 0,
-            "must be > 0, or null for no clipping",
+    if cfg.m is not None and per_device % cfg.m:
+        divisors = [d for d in range(1, per_device + 1) if per_device % d == 0]
+        raise ValueError(
+            f"m={cfg.m} must divide the per-device batch {per_device} (batch_size={cfg.batch_size} over "
+            f"{world_size} process(es)); valid: null or one of {divisors}"
         )
     for key, value, choices in (
         ("precision", cfg.precision, PRECISIONS),
         ("optimizer.name", cfg.optimizer.name, OPTIMIZERS),
         ("optimizer.weight_decay_mode", cfg.optimizer.weight_decay_mode, WEIGHT_DECAY_MODES),
+        ("optimizer.perturbation", cfg.optimizer.perturbation, PERTURBATION_MODES),
         ("schedule.name", cfg.schedule.name, SCHEDULES),
+        ("logger.name", cfg.logger.name, LOGGERS),
     ):
         if value not in choices:
             raise ValueError(f"{key}={value!r} is not one of {', '.join(choices)}")
@@ -173,6 +147,7 @@ def build(cfg: DictConfig, ctx: DistContext) -> Objects:
         world_size=ctx.world_size,
         rank=ctx.rank,
         download=cfg.dataset.download,
+        autoaugment_cutout=cfg.dataset.autoaugment_cutout,
     )
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
@@ -281,8 +256,13 @@ def eval_metrics(objs: Objects, loader, prefix: str, cfg: DictConfig) -> dict[st
         objs.val_batches,
     )
     keys = ("loss_sum", "top1", "top5", "examples")
-    packed = torch.stack([sums[k].double() for k in keys]) if sums else torch.zeros(4, dtype=torch.float64)
-    loss_sum, top1, top5, n = all_reduce_sum(packed.to(objs.data.train and packed.device)).tolist()
+    device = next(objs.raw_model.parameters()).device
+    packed = (
+        torch.stack([sums[k].double() for k in keys])
+        if sums
+        else torch.zeros(4, dtype=torch.float64, device=device)
+    )
+    loss_sum, top1, top5, n = all_reduce_sum(packed).tolist()
     n = max(n, 1.0)
     return {
         f"{prefix}_loss": loss_sum / n,
@@ -312,6 +292,12 @@ def rng_state(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
+
+
+def finite_weights(model: nn.Module) -> bool:
+    """False once a parameter or buffer holds NaN/inf: a checkpoint of such weights is no good to resume."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
 
 
 def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
@@ -363,13 +349,24 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     results_path = run_dir / "results.json"
-    ckpts = CheckpointManager(run_dir / "checkpoints")
+    # Test-only kill/signal/NaN points (tests/test_reliability.py); inert unless SAM_REPRO_FAULT is set.
+    faults = FaultInjector.from_env()
+    ckpts = CheckpointManager(run_dir / "checkpoints", fault=lambda stage: faults.hit(f"ckpt_{stage}"))
     state = ckpts.load_latest(map_location="cpu")
     if state is not None and state.get("finished") and results_path.exists():
         log.info("%s is complete (results.json exists); nothing to do", run_dir)
         return json.loads(results_path.read_text())
 
-    objs = build(cfg, ctx)
+    try:
+        objs = build(cfg, ctx)
+    except (OSError, EOFError, pickle.UnpicklingError) as err:  # the only files build reads: the dataset's
+        if isinstance(err, FileNotFoundError):
+            raise  # already names the missing files and how to get them
+        raise ValueError(
+            f"dataset={cfg.dataset.name!r}: cannot read the files under dataset.root={cfg.dataset.root!r} "
+            f"({type(err).__name__}: {err}); expected the dataset's official files, intact (re-download or "
+            "re-extract them)"
+        ) from err
     resolved = OmegaConf.to_container(cfg, resolve=True)
     n_params = sum(p.numel() for p in objs.raw_model.parameters())
     step_name = getattr(objs.step_fn, "__name__", str(objs.step_fn))
@@ -397,9 +394,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     totals = EpochTotals().to(ctx.device)
     train_seconds, train_images = 0.0, 0
     if state is not None:
-        objs.raw_model.load_state_dict(state["model"])
-        objs.optimizer.load_state_dict(state["optimizer"])
-        objs.scheduler.load_state_dict(state["scheduler"])
+        try:
+            objs.raw_model.load_state_dict(state["model"])
+            objs.optimizer.load_state_dict(state["optimizer"])
+            objs.scheduler.load_state_dict(state["scheduler"])
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise CheckpointError(
+                f"checkpoint {state['path']} does not fit this run's model/optimizer ({type(err).__name__}: "
+                f"{err}); resume with the command that wrote it, or use another hydra.run.dir"
+            ) from err
         if objs.step_options.precision.scaler is not None and "scaler" in state:
             objs.step_options.precision.scaler.load_state_dict(state["scaler"])
         epoch, start_batch, global_step = state["epoch"], state["batch"], state["global_step"]
@@ -434,7 +437,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     def save_checkpoint(next_epoch: int, next_batch: int, finished: bool = False) -> None:
         nonlocal last_ckpt
         rngs = gather_rng(ctx.device, ctx)
-        if ctx.is_main:
+        if ctx.is_main and not finite_weights(objs.raw_model):
+            log.warning(
+                "weights are NaN/inf: not checkpointing, %s keeps the last good checkpoint", ckpts.dir
+            )
+        elif ctx.is_main:
             payload = {
                 "epoch": next_epoch,
                 "batch": next_batch,
@@ -459,6 +466,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     def should_stop() -> bool:
         """Preemption or a timed checkpoint; agreed by all ranks so nobody waits in a collective alone."""
+        if faults.hit("step") == "NAN":  # test-only: the weights turn NaN, so every later loss is NaN
+            with torch.no_grad():
+                for p in objs.raw_model.parameters():
+                    p.fill_(math.nan)
         flags[0] = float(preemption.requested)
         flags[1] = float(time.monotonic() - last_ckpt > interval_s)
         if ctx.distributed:
@@ -518,7 +529,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 continue
 
             record = epoch_record(cfg, objs, totals, epoch, seconds=totals.seconds)
-            totals = EpochTotals().to(ctx.device)
+            totals = totals.next_epoch().to(ctx.device)
             epoch, start_batch = epoch + 1, 0
             if ctx.is_main:
                 metrics_file.append(record)
@@ -628,12 +639,12 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         results = train(cfg, run_dir)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, NonFiniteLossError) as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # Hydra marks this job failed; the other jobs of the sweep go on
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(3 if isinstance(err, NonFiniteLossError) else 2)
     return results["test_error"]
 
 
