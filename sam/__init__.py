@@ -15,6 +15,7 @@ from sam.steps import (
     sam_step_chunked,
     select_step,
     sgd_step,
+    sgd_step_chunked,
 )
 from sam.weight_decay import WEIGHT_DECAY_MODES, decoupled_param_groups, l2_in_loss
 
@@ -37,6 +38,7 @@ __all__ = [
     "sam_step_chunked",
     "select_step",
     "sgd_step",
+    "sgd_step_chunked",
     "true_gradient",
 ]
 __version__ = "0.1.0"

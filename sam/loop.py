@@ -44,6 +44,11 @@ class EpochTotals:
         self.examples += batch
         self.steps += 1
 
+    def next_epoch(self) -> EpochTotals:
+        """Zeroed sums for the next epoch. The run of non-finite losses goes on across the boundary, so
+        ``max_nonfinite_steps`` also stops runs whose epochs are shorter than it."""
+        return EpochTotals(nonfinite_run=self.nonfinite_run.clone())
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "loss_sum": self.loss_sum.cpu(),

@@ -77,21 +77,29 @@ StepFn = Callable[[nn.Module, torch.optim.Optimizer, Tensor, Tensor, StepOptions
 
 
 def select_step(optimizer: torch.optim.Optimizer, m: int | None, per_device_batch: int) -> StepFn:
-    """The step function for this run: SGD, SAM, or SAM over chunks of m examples (m-sharpness)."""
-    if not isinstance(optimizer, SAM):
-        return sgd_step
-    if m is None or m == per_device_batch:
-        return sam_step
-    if m <= 0 or per_device_batch % m:
+    """The step function for this run, chosen once.
+
+    SAM: one perturbation per device batch (``sam_step``), or one per chunk of m examples
+    (``sam_step_chunked``: the paper's m-sharpness). SGD with m below the device batch runs the same
+    chunks (``sgd_step_chunked``): gradient accumulation whose BatchNorm statistics are those of the
+    paper's per-accelerator batches, so a baseline on one GPU normalises exactly as SAM's chunks do.
+    """
+    if m is not None and (m <= 0 or per_device_batch % m):
         raise ValueError(
             f"m={m} must divide the per-device batch {per_device_batch} "
             f"(valid: a divisor of {per_device_batch}, or null for m = the per-device batch)"
         )
+    whole_batch = m is None or m == per_device_batch
+    if not isinstance(optimizer, SAM):
+        return sgd_step if whole_batch else _with_m(sgd_step_chunked, m)
+    return sam_step if whole_batch else _with_m(sam_step_chunked, m)
 
+
+def _with_m(step: Callable[..., StepResult], m: int) -> StepFn:
     def chunked(model, optimizer, x, y, opts):
-        return sam_step_chunked(model, optimizer, x, y, opts, m=m)
+        return step(model, optimizer, x, y, opts, m=m)
 
-    chunked.__name__ = f"sam_step_chunked_m{m}"
+    chunked.__name__ = f"{step.__name__}_m{m}"
     return chunked
 
 
@@ -203,6 +211,37 @@ def sam_step_chunked(
     return _apply_update(
         optimizer.base_optimizer, params, opts, torch.stack(losses).mean(), torch.stack(hits).sum()
     )
+
+
+def sgd_step_chunked(
+    model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, opts: StepOptions, *, m: int
+) -> StepResult:
+    """SGD over chunks of m examples: per-chunk BatchNorm batches, gradients averaged (accumulated 1/k)."""
+    batch = x.shape[0]
+    if m <= 0 or batch % m:
+        raise ValueError(f"m={m} must divide the per-device batch {batch}")
+    chunks = batch // m
+    if chunks == 1:
+        return sgd_step(model, optimizer, x, y, opts)
+    base = optimizer.base_optimizer if isinstance(optimizer, SAM) else optimizer
+    params = _trainable(base)
+    scale = _loss_scale(opts.precision, x.device)
+    chunk_scale = scale / chunks if scale is not None else torch.tensor(1.0 / chunks, device=x.device)
+    bn = ChunkedBNStats(model)
+    base.zero_grad(set_to_none=True)
+    losses, hits = [], []
+    for i, (xc, yc) in enumerate(zip(x.split(m), y.split(m))):
+        bn.begin_chunk()
+        with _no_sync(model, i < chunks - 1), l2_in_loss(params, opts.l2_weight_decay, chunk_scale):
+            with opts.precision.autocast():
+                logits = model(xc)
+                loss = opts.loss_fn(logits, yc)
+            _backward(loss / chunks, opts.precision)
+        bn.end_chunk()
+        losses.append(loss.detach())
+        hits.append(_hits(logits, yc))
+    bn.finish()
+    return _apply_update(base, params, opts, torch.stack(losses).mean(), torch.stack(hits).sum())
 
 
 # --------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ class MetricsFile:
         self.path = Path(path)
 
     def truncate_after(self, completed_epochs: int) -> None:
+        """Keep the records of epochs < ``completed_epochs``; rewritten atomically (a kill keeps the old file)."""
         if not self.path.exists():
             return
         keep = []
@@ -31,7 +33,9 @@ class MetricsFile:
                     keep.append(line)
             except (ValueError, KeyError, TypeError):
                 continue  # a half-written last line from a kill
-        self.path.write_text("".join(k + "\n" for k in keep))
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(k + "\n" for k in keep))
+        os.replace(tmp, self.path)
 
     def append(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as f:

@@ -209,7 +209,44 @@ def test_m_must_divide_the_batch():
         select_step(opt, m=5, per_device_batch=16)
     assert select_step(opt, m=None, per_device_batch=16) is sam_step
     assert select_step(opt, m=16, per_device_batch=16) is sam_step
-    assert select_step(torch.optim.SGD(mlp().parameters(), lr=0.1), m=4, per_device_batch=16) is sgd_step
+    sgd = torch.optim.SGD(mlp().parameters(), lr=0.1)
+    assert select_step(sgd, m=None, per_device_batch=16) is sgd_step
+    assert select_step(sgd, m=4, per_device_batch=16).__name__ == "sgd_step_chunked_m4"
+    with pytest.raises(ValueError, match="m=3"):
+        select_step(sgd, m=3, per_device_batch=16)
+
+
+def test_chunked_sam_with_rho_zero_is_bitwise_chunked_sgd():
+    a, b = bn_net(), bn_net()
+    oa = SAM(a.parameters(), torch.optim.SGD, rho=0.0, lr=0.1, momentum=0.9, nesterov=True)
+    ob = torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    step_a, step_b = select_step(oa, m=4, per_device_batch=16), select_step(ob, m=4, per_device_batch=16)
+    opts = StepOptions(nn.functional.cross_entropy, l2_weight_decay=5e-4, grad_clip=5.0)
+    for seed in range(3):
+        x, y = image_batch(16, seed=seed)
+        ra, rb = step_a(a, oa, x, y, opts), step_b(b, ob, x, y, opts)
+        assert torch.equal(ra.loss, rb.loss) and torch.equal(ra.correct, rb.correct)
+    for (name, ta), tb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(ta, tb), name
+
+
+def test_chunked_sgd_is_the_mean_of_chunk_gradients_with_per_chunk_bn_stats():
+    model = bn_net()
+    reference = copy.deepcopy(model)
+    x, y = image_batch(16)
+    grads, stats = [], []
+    for xc, yc in zip(x.split(4), y.split(4)):
+        m = copy.deepcopy(reference)
+        nn.functional.cross_entropy(m(xc), yc).backward()
+        grads.append([p.grad for p in m.parameters()])
+        stats.append(bn_buffers(m))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    select_step(opt, m=4, per_device_batch=16)(model, opt, x, y, StepOptions(nn.functional.cross_entropy))
+    for p, p0, *gs in zip(model.parameters(), reference.parameters(), *grads):
+        torch.testing.assert_close(p, p0 - 0.1 * sum(gs) / 4, rtol=1e-5, atol=1e-7)
+    for k, v in bn_buffers(model).items():
+        expected = stats[0][k] if "num_batches" in k else sum(st[k] for st in stats) / 4
+        torch.testing.assert_close(v, expected, rtol=1e-6, atol=1e-7)
 
 
 class RecordingNoise(nn.Module):

@@ -1,0 +1,321 @@
+"""configs/experiment/: every paper-cell file composes with train.yaml and holds the paper's values.
+
+The expected values are literals transcribed here from the paper (Table 6, Sec. 3.1, Sec. 3.3; see
+shared/paper/README.md) and the cells in results/paper/, not taken from scripts/make_experiment_configs.py,
+so a slip in the generator fails here. Every file is composed once with Hydra's compose API (the same
+composition `python train.py experiment=NAME` does), passed to `train.validate`, and its model built on
+the meta device.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+import train
+from data.augment import make_spec
+from data.build import DATASET_AUGMENTS, DATASETS, LOADERS
+from models import create_model, list_models
+from sam import WEIGHT_DECAY_MODES
+from scripts.paper_tables import find_paper_cell, load_paper_cells
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+EXPERIMENTS = CONFIGS / "experiment"
+HANDWRITTEN = {"quickstart"}  # experiment files that are not paper cells
+
+# Table 1 row groups: file-name token -> (registry model, configs/model file, epochs we run).
+# WRN epochs are the paper's (Table 1); the others are prior work's 1800 (the paper is silent).
+T1_MODELS = {
+    "wrn28_10_200ep": ("wrn28_10", "wrn", 200),
+    "wrn28_10_1800ep": ("wrn28_10", "wrn", 1800),
+    "shake_shake_26_2x96d": ("shake_shake_26_2x96d", "shake_shake", 1800),
+    "pyramidnet272": ("pyramidnet272", "pyramidnet", 1800),
+    "pyramidnet272_shakedrop": ("pyramidnet272_shakedrop", "pyramidnet_shakedrop", 1800),
+}
+# Paper Table 6 (App. C.1): (lr, weight decay, rho) per row group and dataset.
+TABLE6 = {
+    "wrn28_10_200ep": {"cifar10": (0.1, 5e-4, 0.05), "cifar100": (0.1, 5e-4, 0.1)},
+    "wrn28_10_1800ep": {"cifar10": (0.05, 1e-3, 0.05), "cifar100": (0.05, 1e-3, 0.1)},
+    "shake_shake_26_2x96d": {"cifar10": (0.02, 1e-3, 0.02), "cifar100": (0.02, 1e-3, 0.05)},
+    "pyramidnet272": {"cifar10": (0.05, 5e-4, 0.05), "cifar100": (0.05, 5e-4, 0.2)},
+    "pyramidnet272_shakedrop": {"cifar10": (0.02, 5e-4, 0.05), "cifar100": (0.05, 5e-4, 0.05)},
+}
+AUGMENTS = ("basic", "cutout", "autoaugment")
+T1_NAMES = {
+    f"{ds}_{tok}_{aug}_{opt}"
+    for ds in ("cifar10", "cifar100")
+    for tok in T1_MODELS
+    for aug in AUGMENTS
+    for opt in ("sam", "sgd")
+}
+T2_NAMES = {
+    f"imagenet_{model}_{ep}ep_{opt}"
+    for model in ("resnet50", "resnet101", "resnet152")
+    for ep in (100, 200, 400)
+    for opt in ("sam", "sgd")
+}
+T4_NAMES = {f"cifar10_resnet32_noise{pct}_{opt}" for pct in (20, 40, 60, 80) for opt in ("sam", "sgd")}
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "digits": 10}
+# Published parameter counts of the paper's models (WRN, Shake-Shake, PyramidNet, He et al., torchvision).
+PAPER_PARAMS = {
+    "wrn28_10": 36.5e6,
+    "shake_shake_26_2x96d": 26.2e6,
+    "pyramidnet272": 26.0e6,
+    "pyramidnet272_shakedrop": 26.0e6,
+    "resnet32": 0.46e6,
+    "resnet50": 25.6e6,
+    "resnet101": 44.5e6,
+    "resnet152": 60.2e6,
+}
+
+
+def experiment_names() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def cfgs() -> dict[str, DictConfig]:
+    """Every experiment file composed once with train.yaml, as `python train.py experiment=NAME` does."""
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return {name: compose("train", overrides=[f"experiment={name}"]) for name in experiment_names()}
+
+
+def flat(cfg: DictConfig) -> dict:
+    out = {}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                out[f"{prefix}{key}"] = value
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return out
+
+
+def official_code_defaults(cfg: DictConfig) -> None:
+    """The settings every paper cell takes from the official code (DESIGN §4)."""
+    assert cfg.optimizer.momentum == 0.9 and cfg.optimizer.nesterov is True
+    assert cfg.optimizer.weight_decay_mode == "l2_loss" and cfg.optimizer.perturbation == "per_replica"
+    assert cfg.schedule.name == "cosine" and cfg.schedule.warmup_epochs == 0
+    assert cfg.grad_clip == 5.0
+
+
+# ---------------------------------------------------------------------------------------------- files
+def test_exactly_one_file_per_paper_cell():
+    names = set(experiment_names())
+    assert len(T1_NAMES) == 60 and len(T2_NAMES) == 18 and len(T4_NAMES) == 8
+    assert names - HANDWRITTEN == T1_NAMES | T2_NAMES | T4_NAMES
+    assert len([n for n in names if n in T1_NAMES]) == 60
+    assert len([n for n in names if n in T2_NAMES]) == 18
+
+
+def test_files_are_what_the_generator_writes():
+    proc = subprocess.run(
+        [sys.executable, "scripts/make_experiment_configs.py", "--check"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_file_is_global_and_its_header_cites_the_papers_number(cfgs):
+    cells = load_paper_cells(["table1", "table2", "table4"])
+    for name in set(cfgs) - HANDWRITTEN:
+        lines = (EXPERIMENTS / f"{name}.yaml").read_text().splitlines()
+        assert lines[0] == "# @package _global_", name
+        cfg = cfgs[name]
+        cell = find_paper_cell(
+            cells,
+            model=cfg.model.name,
+            dataset=cfg.dataset.name,
+            augment=cfg.augment,
+            epochs=cfg.epochs,
+            optimizer="sam" if cfg.rho > 0 else "sgd",
+            label_noise=cfg.label_noise,
+        )
+        assert cell is not None, name
+        table = {"table1": "1", "table2": "2", "table4": "4"}[cell["table"]]
+        header = " ".join(line.removeprefix("#").strip() for line in lines if line.startswith("#"))
+        assert lines[1].startswith(f"# Table {table}: "), name
+        if table == "4":
+            assert f"{cell['test_accuracy']} % test accuracy" in header, name
+        else:
+            bound = "<" if cell["error_pm_is_upper_bound"] else ""
+            assert f"{cell['error']:.1f} ± {bound}{cell['error_pm']}" in header, name
+        if table == "2":
+            assert f"{cell['error_top5']:.2f} ± {cell['error_top5_pm']}" in header, name
+
+
+# ---------------------------------------------------------------------------------------------- values
+def test_table1_values_are_table6_and_the_papers_setup(cfgs):
+    cells = load_paper_cells(["table1"])
+    for name in T1_NAMES:
+        cfg = cfgs[name]
+        dataset, rest = name.split("_", 1)
+        token = next(t for t in sorted(T1_MODELS, key=len, reverse=True) if rest.startswith(t + "_"))
+        augment, optimizer = rest[len(token) + 1 :].rsplit("_", 1)
+        model, model_config, epochs = T1_MODELS[token]
+        lr, wd, rho = TABLE6[token][dataset]
+        assert cfg.model.name == model and cfg.dataset.name == dataset and cfg.augment == augment, name
+        assert cfg.lr == lr and cfg.weight_decay == wd and cfg.epochs == epochs, name
+        assert cfg.optimizer.name == optimizer and cfg.rho == (rho if optimizer == "sam" else 0.0), name
+        assert cfg.batch_size == 256 and cfg.m == 32, name  # App. C.1; 256 / 8 GPUs
+        assert cfg.label_noise == 0.0 and cfg.label_smoothing == 0.0, name
+        if augment == "cutout":
+            assert cfg.dataset.cutout_size == 16, name
+        official_code_defaults(cfg)
+        text = (EXPERIMENTS / f"{name}.yaml").read_text()
+        assert re.search(rf"^  - override /model: {model_config}\s", text, re.MULTILINE), name
+        # ...and the transcription in results/paper agrees with the literals above.
+        (cell,) = [
+            c
+            for c in cells
+            if (c["model"], c["dataset"], c["augment"], c["optimizer"])
+            == (model, dataset, augment, optimizer)
+            and c["epochs"] in (None, epochs)
+        ]
+        assert (cell["lr"], cell["weight_decay"], cell["batch_size"]) == (lr, wd, 256), name
+        assert cell["rho"] == (rho if optimizer == "sam" else None), name
+
+
+def test_a_few_table1_cells_by_hand(cfgs):
+    """Spot checks straight from the paper's tables, one per row group."""
+    c = cfgs["cifar100_wrn28_10_200ep_cutout_sam"]
+    assert (c.lr, c.weight_decay, c.rho, c.epochs, c.dataset.cutout_size) == (0.1, 5e-4, 0.1, 200, 16)
+    c = cfgs["cifar10_wrn28_10_1800ep_autoaugment_sgd"]
+    assert (c.lr, c.weight_decay, c.rho, c.epochs, c.optimizer.name) == (0.05, 1e-3, 0.0, 1800, "sgd")
+    c = cfgs["cifar10_shake_shake_26_2x96d_basic_sam"]
+    assert (c.lr, c.weight_decay, c.rho, c.model.name) == (0.02, 1e-3, 0.02, "shake_shake_26_2x96d")
+    c = cfgs["cifar100_pyramidnet272_autoaugment_sam"]
+    assert (c.lr, c.rho, c.augment) == (0.05, 0.2, "autoaugment")
+    c = cfgs["cifar100_pyramidnet272_shakedrop_autoaugment_sgd"]
+    assert (c.lr, c.weight_decay, c.rho, c.model.name) == (0.05, 5e-4, 0.0, "pyramidnet272_shakedrop")
+    assert cfgs["cifar10_pyramidnet272_shakedrop_basic_sam"].lr == 0.02  # Table 6: 0.02 on CIFAR-10 only
+
+
+def test_sgd_file_differs_from_its_sam_twin_only_in_optimizer_and_rho(cfgs):
+    pairs = [(n, n[: -len("sam")] + "sgd") for n in cfgs if n.endswith("_sam")]
+    assert len(pairs) == 30 + 9 + 4
+    for sam_name, sgd_name in pairs:
+        sam, sgd = flat(cfgs[sam_name]), flat(cfgs[sgd_name])
+        assert sam.keys() == sgd.keys()
+        assert {k for k in sam if sam[k] != sgd[k]} == {"optimizer.name", "rho"}, sam_name
+        assert (sam["optimizer.name"], sgd["optimizer.name"], sgd["rho"]) == ("sam", "sgd", 0.0)
+        assert sam["rho"] > 0
+
+
+def test_table2_values_are_the_papers_imagenet_setup(cfgs):
+    for name in T2_NAMES:
+        cfg = cfgs[name]
+        _, model, epochs, optimizer = name.split("_")
+        assert cfg.model.name == model and cfg.dataset.name == "imagenet" and cfg.epochs == int(epochs[:-2])
+        # Sec. 3.1 / App. C.1: batch 4096, lr 1.0 cosine, wd 1e-4, label smoothing 0.1, rho 0.05.
+        assert (cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.label_smoothing) == (4096, 1.0, 1e-4, 0.1), name
+        assert cfg.optimizer.name == optimizer and cfg.rho == (0.05 if optimizer == "sam" else 0.0), name
+        assert cfg.m == 128 and cfg.augment == "basic" and cfg.label_noise == 0.0, name  # 4096 / 32 cores
+        official_code_defaults(cfg)
+
+
+def test_table4_values_are_the_papers_and_our_stated_choices(cfgs):
+    for name in T4_NAMES:
+        cfg = cfgs[name]
+        noise, optimizer = int(name.split("_")[2][len("noise") :]) / 100, name.rsplit("_", 1)[1]
+        assert cfg.model.name == "resnet32" and cfg.dataset.name == "cifar10" and cfg.epochs == 200
+        assert cfg.label_noise == noise and cfg.optimizer.name == optimizer
+        paper_rho = 0.05 if noise == 0.8 else 0.1  # Sec. 3.3
+        assert cfg.rho == (paper_rho if optimizer == "sam" else 0.0), name
+        # Not in the paper: the official code's flag defaults, and m = 128 / 8 GPUs.
+        assert (cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.augment, cfg.m) == (128, 0.1, 1e-3, "basic", 16)
+        official_code_defaults(cfg)
+        text = (EXPERIMENTS / f"{name}.yaml").read_text()
+        assert "NOT in the paper" in text and "OUR choice" in text
+
+
+# ---------------------------------------------------------------------------------------------- usable
+@pytest.mark.parametrize("world_size", [1, 2, 4, 8])
+def test_every_experiment_validates_with_valid_choices(cfgs, world_size):
+    for name, cfg in cfgs.items():
+        train.validate(cfg, world_size=world_size)  # ValueError on anything a run would reject
+        assert cfg.optimizer.name in train.OPTIMIZERS and cfg.schedule.name in train.SCHEDULES, name
+        assert cfg.optimizer.weight_decay_mode in WEIGHT_DECAY_MODES, name
+        assert cfg.dataset.name in DATASETS and cfg.dataset.loader in LOADERS, name
+        assert cfg.augment in DATASET_AUGMENTS[cfg.dataset.name], name
+        assert cfg.model.name in list_models(), name
+        make_spec(cfg.augment, pad=4, hflip=True, cutout_size=cfg.dataset.cutout_size)
+
+
+def test_every_model_config_builds_the_papers_model_on_meta(cfgs):
+    built = {}
+    for name, cfg in cfgs.items():
+        kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
+        key = (cfg.model.name, NUM_CLASSES[cfg.dataset.name], tuple(sorted(kwargs.items())))
+        if key in built:
+            continue
+        with torch.device("meta"):
+            model = create_model(cfg.model.name, NUM_CLASSES[cfg.dataset.name], in_chans=3, **kwargs)
+        built[key] = sum(p.numel() for p in model.parameters())
+        if cfg.model.name in PAPER_PARAMS:  # the quickstart's tiny WRN has no paper size
+            assert abs(built[key] / PAPER_PARAMS[cfg.model.name] - 1) < 0.02, (name, built[key])
+    assert {k[0] for k in built} >= set(PAPER_PARAMS)
+
+
+def test_command_line_overrides_win_over_the_experiment():
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=["experiment=cifar10_wrn28_10_200ep_basic_sam", "seed=3", "rho=0.1", "epochs=400"],
+        )
+        sgd = compose(
+            "train", overrides=["experiment=imagenet_resnet50_100ep_sgd", "batch_size=1024", "lr=0.25"]
+        )
+    assert (cfg.seed, cfg.rho, cfg.epochs, cfg.lr, cfg.m) == (3, 0.1, 400, 0.1, 32)
+    assert (sgd.batch_size, sgd.lr, sgd.m, sgd.optimizer.name) == (1024, 0.25, 128, "sgd")
+    train.validate(sgd, world_size=8)  # 1024 / 8 = 128 = m
+
+
+# ---------------------------------------------------------------------------------------------- sweeps
+# Every selection the README documents, and the files it must pick (computed here from the grids).
+T1_SGD_1800 = {n for n in T1_NAMES if n.endswith("_sgd") and "_200ep_" not in n}
+GLOBS = {
+    "glob(cifar*,exclude=*_noise*)": T1_NAMES,
+    "glob(cifar*_sam,exclude=*_noise*)": {n for n in T1_NAMES if n.endswith("_sam")},
+    "glob(cifar*_sgd,exclude=*_noise*)": {n for n in T1_NAMES if n.endswith("_sgd")},
+    "glob(cifar10_*,exclude=*_noise*)": {n for n in T1_NAMES if n.startswith("cifar10_")},
+    "glob(*_wrn28_10_200ep_*)": {n for n in T1_NAMES if "_wrn28_10_200ep_" in n},
+    "glob(imagenet_*)": T2_NAMES,
+    "glob(*_noise*)": T4_NAMES,
+    "glob(*_wrn28_10_200ep_*_sgd)": {n for n in T1_NAMES if "_wrn28_10_200ep_" in n and n.endswith("_sgd")},
+    "glob(cifar*_sgd,exclude=[*_noise*,*_200ep_*])": T1_SGD_1800,
+}
+
+
+def test_glob_sweeps_select_the_documented_files():
+    readme = (EXPERIMENTS / "README.md").read_text()
+    documented = set(re.findall(r"experiment=(glob\([^']*\))'", readme))
+    assert documented == set(GLOBS), documented ^ set(GLOBS)
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+        for pattern, expected in GLOBS.items():
+            overrides = parser.parse_overrides([f"experiment={pattern}", "seed=0,1,2,3,4"])
+            (jobs,) = BasicSweeper.split_arguments(overrides, max_batch_size=None)  # what `-m` launches
+            assert len(jobs) == 5 * len(expected), pattern
+            picked = {job[0].removeprefix("experiment=") for job in jobs}
+            assert picked == expected, (pattern, picked ^ expected)
+    assert len(GLOBS["glob(cifar*,exclude=*_noise*)"]) == 60
+    assert len(GLOBS["glob(cifar*_sam,exclude=*_noise*)"]) == 30
+    assert len(GLOBS["glob(imagenet_*)"]) == 18 and len(GLOBS["glob(*_noise*)"]) == 8
