@@ -349,17 +349,15 @@ def table2_file(cell: dict, twin_cell: dict) -> tuple[str, str]:
         "",
         f"Fewer devices than the paper's {cores} TPU cores: keep batch_size={b} and m={m}.",
     ]
-    if optimizer == "sam":
-        texts[-1] += (
-            f" Each of N devices runs its {b}/N examples in chunks of m = {m}, one e(w) per chunk: gradient "
-            "accumulation and the paper's m-sharpness at once, so 1, 4 or 8 GPUs take the paper's step."
+    texts[-1] += (
+        f" Each of N devices runs its {b}/N examples in chunks of m = {m}"
+        + (
+            ", one e(w) per chunk: gradient accumulation and the paper's m-sharpness at once"
+            if optimizer == "sam"
+            else " (gradient accumulation; BatchNorm batches of m as the paper's cores, like the SAM twin)"
         )
-    else:
-        texts[-1] += (
-            f" The SGD step does not chunk (yet): each of N devices runs its {b}/N examples in one pass, so "
-            f"N must be large enough for that to fit, and BatchNorm statistics are over {b}/N examples, not "
-            f"the paper's {m} per core."
-        )
+        + ", so 1, 4 or 8 GPUs take the paper's step."
+    )
     texts[-1] += (
         f" Only if a smaller batch is unavoidable: lr = {lr} * batch_size / {b}, m stays {m} "
         "(configs/experiment/README.md)."
