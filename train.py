@@ -401,7 +401,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         except (KeyError, RuntimeError, ValueError) as err:
             raise CheckpointError(
                 f"checkpoint {state['path']} does not fit this run's model/optimizer ({type(err).__name__}: "
-                f"{err}); resume with the command that wrote it, or use another hydra.run.dir"
+                f"{str(err)[:300]}...); resume with the command that wrote it, or use another hydra.run.dir"
             ) from err
         if objs.step_options.precision.scaler is not None and "scaler" in state:
             objs.step_options.precision.scaler.load_state_dict(state["scaler"])

@@ -87,8 +87,8 @@ class CheckpointManager:
             try:
                 state = torch.load(path, map_location=map_location, weights_only=True)
             except Exception as err:  # truncated pickle, zip error, foreign content...
-                first_line = (str(err).strip().splitlines() or [""])[0][:160]  # torch's can run to 10 lines
-                why = f"{type(err).__name__}: {first_line}"
+                first = (str(err).strip().splitlines() or [""])[0].split(". ")[0]  # torch's runs to 10 lines
+                why = f"{type(err).__name__}: {first[:160]}"
                 problems.append(f"{path}: unreadable ({why})")
                 self._unusable.add(path)
                 log.warning("checkpoint %s is unreadable (%s); skipping it", path, why)

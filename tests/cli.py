@@ -1,0 +1,214 @@
+"""Run train.py the way a user does: a subprocess from the repo root, Hydra overrides on the command line.
+
+    from cli import run_train, results_numbers, final_weights
+    proc = run_train(["model=wrn_tiny", "dataset=digits", "epochs=1"], tmp_path / "run")
+    assert proc.returncode == 0, proc.output
+
+``run_train`` never asserts: tests that expect a failure (bad input, kills, preemption) look at
+``returncode`` and ``output`` themselves. ``run_many`` runs independent commands side by side, which
+roughly halves the wall time of start-up-bound tests (torch + Hydra import) on two cores.
+
+``run_forked`` is for many short commands that fail before training (the bad-input table): a server
+process imports train.py's modules once, then forks one child per command that runs train.py as
+``__main__`` with that ``sys.argv``: what ``python train.py ARGS`` runs, minus the import time. This saves the ~6 s of
+imports per command (20 commands: ~10 s instead of ~2 minutes on two busy cores). The server forks
+before any torch computation, so no thread pool is inherited.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Differ between two otherwise identical runs (clock-dependent); everything else in results.json must not.
+TIMING_KEYS = ("wall_time_s", "images_per_s", "epoch_time_s")
+
+
+@dataclass
+class Run:
+    cmd: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def output(self) -> str:
+        """stdout + stderr, for assertion messages and for matching log lines (Hydra logs to stdout)."""
+        return f"$ {' '.join(self.cmd)}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+
+def train_command(args: list[str], run_dir: Path | None = None) -> list[str]:
+    cmd = [sys.executable, "train.py", *args]
+    if run_dir is not None:
+        cmd.append(f"hydra.run.dir={run_dir}")
+    return cmd
+
+
+def run_train(
+    args: list[str], run_dir: Path | None = None, *, env: dict[str, str] | None = None, timeout: float = 300
+) -> Run:
+    """``python train.py ARGS [hydra.run.dir=RUN_DIR]`` from the repo root, one thread, W&B offline.
+
+    ``env`` adds variables (e.g. ``SAM_REPRO_FAULT``); an inherited ``SAM_REPRO_FAULT`` is dropped, so
+    only the calls that ask for a fault get one.
+    """
+    cmd = train_command(args, run_dir)
+    full_env = {k: v for k, v in os.environ.items() if k != "SAM_REPRO_FAULT"}
+    full_env.update({"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})})
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return Run(cmd, proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
+
+
+def run_many(jobs: list[dict[str, Any]], workers: int = 3) -> list[Run]:
+    """``run_train(**job)`` for every job, ``workers`` at a time; results in the order of ``jobs``."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda job: run_train(**job), jobs))
+
+
+def results_numbers(run_dir: Path) -> dict[str, Any]:
+    """results.json without the clock-dependent keys: what an interrupted run must reproduce exactly."""
+    results = json.loads((Path(run_dir) / "results.json").read_text())
+    return {k: v for k, v in results.items() if k not in TIMING_KEYS}
+
+
+def metrics_records(run_dir: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl, one dict per epoch, without the clock-dependent keys."""
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(Path(run_dir) / "final_model.pt", weights_only=True)["model"]
+
+
+def same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """Bitwise: same keys, dtypes, shapes and every element equal (NaN never equals)."""
+    return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------------------------------- fork server
+_server: subprocess.Popen | None = None
+
+
+def run_forked(jobs: list[dict[str, Any]], workers: int = 3, timeout: float = 120) -> list[Run]:
+    """Each job ``{"args": [...], "run_dir": Path, "env": {...}}`` as a forked ``train.main()``.
+
+    Returns one :class:`Run` per job (returncode negative = killed by that signal, as subprocess).
+    A child still running after ``timeout`` seconds is killed (returncode -9).
+    """
+    global _server
+    if _server is None or _server.poll() is not None:
+        env = {k: v for k, v in os.environ.items() if k != "SAM_REPRO_FAULT"}
+        env.update({"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"})
+        _server = subprocess.Popen(
+            [sys.executable, __file__, "--fork-server"],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        atexit.register(_server.stdin.close)
+    request, outputs = [], []
+    for i, job in enumerate(jobs):
+        out_dir = Path(job.get("log_dir") or Path(job["run_dir"]).parent)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = (out_dir / f"fork{i}.stdout", out_dir / f"fork{i}.stderr")
+        outputs.append(paths)
+        argv = train_command(job["args"], job.get("run_dir"))[1:]
+        request.append(
+            {"argv": argv, "env": job.get("env") or {}, "stdout": str(paths[0]), "stderr": str(paths[1])}
+        )
+    _server.stdin.write(json.dumps({"jobs": request, "workers": workers, "timeout": timeout}) + "\n")
+    _server.stdin.flush()
+    reply = _server.stdout.readline()
+    if not reply:
+        raise RuntimeError(f"the fork server died (exit code {_server.wait()})")
+    runs = []
+    for job, (out, err), result in zip(request, outputs, json.loads(reply)):
+        runs.append(
+            Run(
+                [sys.executable, *job["argv"]],
+                result["returncode"],
+                out.read_text(),
+                err.read_text(),
+                result["seconds"],
+            )
+        )
+        out.unlink()
+        err.unlink()
+    return runs
+
+
+def _child(job: dict[str, Any]) -> None:
+    """In the forked child: redirect output, set argv and env, run train.py as __main__, exit with its code."""
+    code = 1
+    try:
+        os.environ.update(job["env"])
+        for fd, path in ((1, job["stdout"]), (2, job["stderr"])):
+            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
+        sys.argv = job["argv"]
+        try:
+            runpy.run_path(str(REPO / "train.py"), run_name="__main__")  # its imports are cached already
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _serve() -> None:
+    """Import train.py once; per request line, fork its jobs (``workers`` at a time) and reply with codes."""
+    sys.path.insert(0, str(REPO))
+    import train  # noqa: F401  (torch, Hydra, data, models: the expensive imports, paid once)
+
+    for line in sys.stdin:
+        request = json.loads(line)
+        jobs, pending, running = request["jobs"], list(range(len(request["jobs"]))), {}
+        results: list[dict[str, Any]] = [{}] * len(jobs)
+        while pending or running:
+            while pending and len(running) < request["workers"]:
+                i = pending.pop(0)
+                sys.stdout.flush()
+                pid = os.fork()
+                if pid == 0:
+                    _child(jobs[i])
+                running[pid] = (i, time.perf_counter())
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                time.sleep(0.02)
+                for other, (_, started) in running.items():
+                    if time.perf_counter() - started > request["timeout"]:
+                        os.kill(other, signal.SIGKILL)
+                continue
+            i, started = running.pop(pid)
+            results[i] = {
+                "returncode": os.waitstatus_to_exitcode(status),
+                "seconds": time.perf_counter() - started,
+            }
+        print(json.dumps(results), flush=True)
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--fork-server"]:
+    _serve()
