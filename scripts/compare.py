@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from paper_tables import TABLE_FILES, cell_matches, comparable_cells, load_paper_cells
-from run_results import CELL_KEYS, group_runs, load_runs, mean_ci95
+from run_results import CELL_KEYS, find_unfinished_runs, group_runs, load_runs, mean_ci95
 
 CSV_COLUMNS = (
     "status",
@@ -117,6 +117,38 @@ def _signed(value) -> str:
     return "—" if value is None else f"{value:+.2f}"
 
 
+def unfinished_rows(runs_dir: Path) -> list[dict]:
+    """Jobs of a sweep that left no results.json (failed, killed, running): their cells are missing."""
+    return [
+        {
+            **{k: job[k] for k in CELL_KEYS},
+            "status": "missing_run",
+            "seeds": job["seed"],
+            "n_seeds": 0,
+            "run_dir": str(job["run_dir"]),
+        }
+        for job in find_unfinished_runs(runs_dir)
+    ]
+
+
+def unfinished_markdown(unfinished: list[dict]) -> list[str]:
+    if not unfinished:
+        return []
+    out = [
+        f"## Runs without results.json: failed, killed or still running ({len(unfinished)})",
+        "",
+        "| model | dataset | augment | epochs | label noise | optimizer | ρ | m | seed | run directory |",
+        "|" + "---|" * 10,
+    ]
+    for r in unfinished:
+        out.append(
+            f"| {r['model']} | {r['dataset']} | {r['augment']} | {r['epochs']} | {r['label_noise']:g} "
+            f"| {r['optimizer']} | {r['rho']:g} | {r['m'] if r['m'] is not None else '—'} | {r['seeds']} "
+            f"| `{r['run_dir']}` |"
+        )
+    return [*out, ""]
+
+
 def to_markdown(rows: list[dict], missing: list[dict], runs_dir: Path, n_runs: int) -> str:
     out = ["# Our runs vs the paper (Foret et al., ICLR 2021)", ""]
     if n_runs == 0:
@@ -191,7 +223,12 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = load_runs(args.runs_dir)
     rows, missing = build_rows(runs, args.tables)
-    text = to_csv(rows, missing) if args.csv else to_markdown(rows, missing, args.runs_dir, len(runs))
+    unfinished = unfinished_rows(args.runs_dir)
+    if args.csv:
+        text = to_csv(rows, [*unfinished, *missing])
+    else:
+        text = to_markdown(rows, missing, args.runs_dir, len(runs))
+        text += "\n".join(["", *unfinished_markdown(unfinished)]) if unfinished else ""
     if args.csv and not runs:
         print(f"no usable results.json under {args.runs_dir}", file=sys.stderr)
     sys.stdout.write(text)

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import yaml
 from scipy import stats
 
 REQUIRED_KEYS = ("model", "dataset", "augment", "optimizer", "rho", "seed", "epochs", "test_error")
@@ -93,6 +94,40 @@ def load_runs(root: Path, warn: Warn = warn_stderr) -> list[dict]:
         except ValueError as err:
             warn(f"skipping {err}")
     return runs
+
+
+def find_unfinished_runs(root: Path, warn: Warn = warn_stderr) -> list[dict]:
+    """Hydra job directories (``.hydra/config.yaml``) without a results.json: failed or still running.
+
+    Each comes back as a cell dict (the fields of CELL_KEYS, plus seed and run_dir) read from the job's
+    composed config, so a sweep's failed cell can be reported as missing.
+    """
+    unfinished = []
+    for config_path in sorted(Path(root).rglob(".hydra/config.yaml")):
+        run_dir = config_path.parent.parent
+        if (run_dir / "results.json").exists():
+            continue
+        try:
+            cfg = yaml.safe_load(config_path.read_text())
+            rho = float(cfg["rho"])
+            optimizer = effective_optimizer(str(cfg["optimizer"]["name"]), rho)
+            unfinished.append(
+                {
+                    "model": str(cfg["model"]["name"]),
+                    "dataset": str(cfg["dataset"]["name"]),
+                    "augment": str(cfg["augment"]),
+                    "epochs": cfg["epochs"],
+                    "optimizer": optimizer,
+                    "rho": 0.0 if optimizer == "sgd" else rho,
+                    "m": None if optimizer == "sgd" else cfg.get("m"),
+                    "label_noise": cfg.get("label_noise", 0.0),
+                    "seed": cfg.get("seed"),
+                    "run_dir": run_dir,
+                }
+            )
+        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as err:
+            warn(f"skipping {config_path}: cannot read the job's config ({err})")
+    return unfinished
 
 
 def cell_key(run: dict) -> tuple:

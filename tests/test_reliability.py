@@ -410,7 +410,7 @@ def test_a_failing_job_in_a_sweep_does_not_stop_the_others(tmp_path):
     assert len(job_dirs) == 2, run.output
     finished = [d for d in job_dirs if (d / "results.json").exists()]
     assert len(finished) == 1 and results_numbers(finished[0])["rho"] == 0.05  # the later job ran
-    # scripts/compare.py sees only the finished cell; the failed one has no results.json.
+    # scripts/compare.py summarises the finished cell and lists the failed one as missing.
     compare = subprocess.run(
         [sys.executable, "scripts/compare.py", str(sweep), "--csv"],
         cwd=REPO,
@@ -420,7 +420,18 @@ def test_a_failing_job_in_a_sweep_does_not_stop_the_others(tmp_path):
     )
     assert compare.returncode == 0, compare.stderr
     ours = [line for line in compare.stdout.splitlines() if ",digits," in line]
-    assert len(ours) == 1 and ",0.05," in ours[0], compare.stdout
+    finished_rows = [line for line in ours if line.startswith("matched") or line.startswith("no_paper_cell")]
+    assert len(finished_rows) == 1 and ",0.05," in finished_rows[0], compare.stdout
+    failed_rows = [line for line in ours if line.startswith("missing_run")]
+    assert len(failed_rows) == 1 and ",-1.0," in failed_rows[0], compare.stdout  # the failed cell is missing
+    markdown = subprocess.run(
+        [sys.executable, "scripts/compare.py", str(sweep)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert "Runs without results.json" in markdown and "job0" in markdown
 
 
 # ------------------------------------------------------------------------------------------ bad input

@@ -1,0 +1,553 @@
+"""Step time and memory of SGD, SAM, ASAM and chunked m-sharpness on a CIFAR-shaped batch (issue 2).
+
+Usage:
+    python scripts/bench_sam.py [--model resnet18|wrn16_8] [--device auto|cpu|cuda] [--batch-size 256]
+        [--m 32] [--rounds 5] [--warmup 1] [--threads N] [--precision auto|fp32|bf16|fp16]
+        [--channels-last] [--variants sgd,sam,asam,chunked] [--compare-vmap] [--no-memory] [--quick]
+        [--seed 0]
+
+    python scripts/bench_sam.py --quick --compare-vmap --threads 1   # batch 64, m 16: ~2 min on 2 cores
+    python scripts/bench_sam.py --compare-vmap                        # issue 2's setting: batch 256, m 32
+
+What runs: our real step functions, picked by ``sam.select_step`` exactly as the trainer picks them
+(``sgd_step`` for torch.optim.SGD, ``sam_step`` for SAM/ASAM, ``sam_step_chunked`` for m < batch), with
+``StepOptions(nn.CrossEntropyLoss(), l2_weight_decay=5e-4, grad_clip=5.0)`` and SGD, Nesterov 0.9
+(lr 0.05; SAM rho 0.05; ASAM rho 0.5, eta 0.01 as the ASAM paper's CIFAR runs). The model is torchvision's
+``resnet18(num_classes=10)`` or ``models.create_model("wrn16_8", 10)``; the data are fixed random
+normal 3x32x32 images with random labels (timing does not depend on the values).
+
+Timing: every variant has its own copy of the same initial model. The variants run interleaved in one
+process, one step each per round, the starting variant rotating from round to round, so that load from
+other processes on a shared machine hits all of them alike; the first ``--warmup`` rounds are discarded.
+Reported: median ms/step over the rounds (min-max beside it), its ratio to SGD, and chunked's ratio to
+plain SAM. Each step ends with a device synchronise. On a loaded CPU, ``--threads 1`` gives far steadier
+numbers than torch's default (an intra-op thread that loses its core stalls every parallel region).
+
+Memory, two numbers, both in copies of the trainable parameters (fp32 bytes of one copy of w):
+  * held: tensors an optimizer keeps between steps beyond the base optimizer's state (SAM's saved copy
+    of w), exact, read from the optimizer object after the timed steps.
+  * peak / extra: peak bytes of tensors allocated during two steps (fresh model and optimizer per
+    variant, so momentum buffers and SAM's copy are counted) over the model and batch that exist
+    before them; extra = that peak minus SGD's. On CUDA this is ``torch.cuda.max_memory_allocated``
+    minus ``memory_allocated`` before the steps, peak stats reset per variant. On CPU there is no
+    allocator peak counter, so the steps run under ``torch.profiler`` with ``profile_memory=True`` and
+    the peak is the running sum of the signed sizes of its allocation/free events: exact tensor bytes,
+    without the page, allocator-cache and oneDNN-scratch noise of resident-set measurements (which we
+    tried first: +-0.5 parameter copies run to run).
+
+--compare-vmap adds a batched prototype of m-sharpness (``BatchedChunkSAM`` below): the k = batch/m chunks
+go through ``torch.func.vmap`` instead of a Python loop. Pass 1 is vmap(grad) over the chunks with
+shared weights (per-chunk gradients, shape (k, *param)); e_i is computed per chunk; pass 2 is vmap(grad)
+over (w + e_i, chunk_i), which torch.func turns into grouped convolutions; the k SAM gradients are
+averaged, then clipped and stepped as ``sam_step_chunked`` does. BatchNorm: the model's buffers are
+passed functionally (``functional_call``) as k stacked copies with in_dims=0, so each chunk normalises
+with its own batch statistics and updates its own running-statistics copy in pass 1 (k devices); the
+model's running statistics become the mean of the k copies and the counter moves by one, as
+``ChunkedBNStats``; pass 2 gets throwaway copies. No module is replaced. The prototype's update is
+checked against ``sam_step_chunked``'s on the same model and batch (max abs difference of the updates
+printed), in fp32 and in fp64: in fp32 a pre-activation within round-off of zero can fall on different
+sides of a ReLU in the two code paths, a discrete change of that unit's gradient (seen: one flipped unit
+moved conv1's update by 1e-4), so fp64 is the check of the algorithm. Then both are timed in the same
+interleaved rounds. It supports plain SAM (not ASAM) without a GradScaler
+and does not replay the RNG between passes (resnet18 and wrn16_8 draw nothing at random).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # models/ is not installed: it runs from the repo root
+
+from sam import SAM, StepOptions, StepResult, global_grad_norm, resolve_precision, select_step  # noqa: E402
+
+MODELS = ("resnet18", "wrn16_8")
+VARIANTS = ("sgd", "sam", "asam", "chunked")
+VMAP = "chunked_vmap"
+NUM_CLASSES = 10
+LR, MOMENTUM = 0.05, 0.9
+SAM_RHO = 0.05
+ASAM_RHO, ASAM_ETA = 0.5, 0.01
+WEIGHT_DECAY, GRAD_CLIP = 5e-4, 5.0
+# Targets from issue 2.
+TARGET_SAM_X_SGD = 2.05
+TARGET_EXTRA_PARAM_COPIES = 1.0
+TARGET_CHUNKED_X_SAM = 1.3
+QUICK = dict(batch_size=64, m=16, rounds=3, warmup=1)
+FULL = dict(batch_size=256, m=32, rounds=5, warmup=1)
+MIB = 2**20
+
+
+# --------------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="resnet18", help=f"one of {MODELS}")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=None, help="per step (default 256; 64 with --quick)")
+    p.add_argument("--m", type=int, default=None, help="m-sharpness chunk size (default 32; 16 with --quick)")
+    p.add_argument("--rounds", type=int, default=None, help="timed rounds (default 5; 3 with --quick)")
+    p.add_argument("--warmup", type=int, default=None, help="discarded rounds first (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16 (sam.resolve_precision)")
+    p.add_argument("--channels-last", action="store_true", help="model and batch in channels_last")
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {VARIANTS}")
+    p.add_argument(
+        "--compare-vmap", action="store_true", help="check and time the vmap m-sharpness prototype"
+    )
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--quick", action="store_true", help=f"smaller defaults: {QUICK}")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.model not in MODELS:
+        raise ValueError(f"--model {args.model!r} is not one of {MODELS}")
+    args.variants = [v for v in args.variants.split(",") if v]
+    bad = [v for v in args.variants if v not in VARIANTS]
+    if bad or not args.variants:
+        raise ValueError(f"--variants {bad or args.variants} invalid: choose from {VARIANTS}")
+    if args.compare_vmap and "chunked" not in args.variants:
+        args.variants.append("chunked")
+    if args.compare_vmap:
+        args.variants.append(VMAP)
+    if args.batch_size <= 0 or args.m <= 0 or args.batch_size % args.m:
+        raise ValueError(f"--m {args.m} must be a positive divisor of --batch-size {args.batch_size}")
+    if args.batch_size // args.m < 2 and "chunked" in args.variants:
+        raise ValueError(f"--m {args.m} = --batch-size: chunked would be plain SAM; pick m < batch size")
+    if args.rounds < 1 or args.warmup < 0:
+        raise ValueError(f"--rounds {args.rounds} must be >= 1 and --warmup {args.warmup} >= 0")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads {args.threads} must be >= 1")
+    return args
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name!r}: choose auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name!r} but torch sees no CUDA device; use --device cpu")
+    return device
+
+
+def build_model(name: str, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    if name == "resnet18":
+        from torchvision.models import resnet18
+
+        return resnet18(num_classes=NUM_CLASSES)
+    try:
+        from models import create_model
+    except ImportError as err:
+        raise SystemExit(
+            f"--model {name} needs the repo's models/ package (models.create_model), which failed to "
+            f"import: {err}. Run from the repo root once models/ exists, or use --model resnet18."
+        ) from err
+    return create_model(name, NUM_CLASSES)
+
+
+def make_batches(
+    args: argparse.Namespace, device: torch.device, count: int = 2
+) -> list[tuple[Tensor, Tensor]]:
+    g = torch.Generator().manual_seed(args.seed + 1)
+    batches = []
+    for _ in range(count):
+        x = torch.randn(args.batch_size, 3, 32, 32, generator=g)  # (B, C, H, W), already "normalised"
+        y = torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=g)
+        x = x.to(device)
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        batches.append((x, y.to(device)))
+    return batches
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --------------------------------------------------------------------------------------------------
+class BatchedChunkSAM:
+    """Prototype: m-sharpness with the k chunks batched by ``torch.func.vmap`` (see the module docstring).
+
+    The maths is ``sam_step_chunked``'s: g_i = grad L_i(w) + wd w; e_i = rho g_i / ||g_i||;
+    g = mean_i [grad L_i(w + e_i) + wd (w + e_i)]; clip to ``grad_clip``; base step. The L2 term's
+    gradient (wd times the point) is added analytically instead of through the graph.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: SAM, opts: StepOptions, m: int) -> None:
+        groups = optimizer.param_groups
+        if any(g["adaptive"] for g in groups) or len({g["rho"] for g in groups}) != 1:
+            raise ValueError("the vmap prototype supports plain SAM (adaptive=False) with one rho")
+        if opts.precision.scaler is not None:
+            raise ValueError("the vmap prototype does not support fp16 + GradScaler; use fp32 or bf16")
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if {id(p) for _, p in named} != {id(p) for p in optimizer.params()}:
+            raise ValueError("the optimizer must hold exactly the model's trainable parameters")
+        self.model, self.optimizer, self.opts, self.m = model, optimizer, opts, m
+        self.rho = float(groups[0]["rho"])
+        self.names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+        self.buffers = dict(model.named_buffers())
+
+    def _chunk_loss(
+        self, params: dict[str, Tensor], buffers: dict[str, Tensor], xc: Tensor, yc: Tensor
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Loss of one chunk, and (the same loss, its top-1 hits) as aux for reporting."""
+        with self.opts.precision.autocast():
+            logits = functional_call(self.model, (params, buffers), (xc,))
+            loss = self.opts.loss_fn(logits, yc)
+        return loss, (loss.detach(), (logits.detach().argmax(-1) == yc).sum())
+
+    def _stacked_buffers(self, k: int) -> dict[str, Tensor]:
+        """k independent copies of every buffer (one per simulated device), shape (k, *buffer)."""
+        return {n: b.unsqueeze(0).repeat(k, *([1] * b.ndim)) for n, b in self.buffers.items()}
+
+    def step(self, x: Tensor, y: Tensor) -> StepResult:
+        batch = x.shape[0]
+        if batch % self.m:
+            raise ValueError(f"m={self.m} must divide the batch {batch}")
+        k, wd = batch // self.m, self.opts.l2_weight_decay
+        xs, ys = x.unflatten(0, (k, self.m)), y.unflatten(0, (k, self.m))  # (k, m, C, H, W), (k, m)
+        w = [p.detach() for p in self.params]
+        stats = self._stacked_buffers(k)
+
+        # Pass 1 at w: per-chunk gradients (k, *shape); each chunk moves its own copy of the BN statistics.
+        g1, (losses, hits) = vmap(grad(self._chunk_loss, has_aux=True), in_dims=(None, 0, 0, 0))(
+            dict(zip(self.names, w)), stats, xs, ys
+        )
+        g1 = [g1[n] for n in self.names]
+        with torch.no_grad():
+            if wd:
+                for g, p in zip(g1, w):
+                    g.add_(p, alpha=wd)  # grad of 0.5 wd ||w||^2, the same for every chunk
+            per_tensor = torch.stack([torch.linalg.vector_norm(g.flatten(1).float(), dim=1) for g in g1])
+            factor = self.rho / (torch.linalg.vector_norm(per_tensor, dim=0) + 1e-12)  # (k,)
+            for g, p in zip(g1, w):
+                g.mul_(factor.view(-1, *([1] * p.ndim))).add_(p)  # g1 now holds w + e_i, (k, *shape)
+
+        # Pass 2 at w + e_i on chunk i (grouped convolutions); statistics go to throwaway copies.
+        g2, _ = vmap(grad(self._chunk_loss, has_aux=True), in_dims=(0, 0, 0, 0))(
+            dict(zip(self.names, g1)), self._stacked_buffers(k), xs, ys
+        )
+        with torch.no_grad():
+            for n, p, wp in zip(self.names, self.params, g1):
+                mean_grad = g2[n].mean(0)
+                if wd:
+                    mean_grad.add_(wp.mean(0), alpha=wd)  # wd * mean_i (w + e_i)
+                p.grad = mean_grad
+            for n, b in self.buffers.items():  # running stats: mean of the k first-pass updates
+                b.copy_(stats[n].mean(0) if n.endswith(("running_mean", "running_var")) else stats[n][0])
+        del g1, g2, stats
+
+        base = self.optimizer.base_optimizer
+        if self.opts.grad_clip is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.opts.grad_clip, foreach=True)
+        else:
+            grad_norm = global_grad_norm([p.grad for p in self.params])
+        base.step()
+        base.zero_grad(set_to_none=True)
+        skipped = torch.zeros((), dtype=torch.bool, device=grad_norm.device)
+        values = dict(loss=losses.mean(), grad_norm=grad_norm.detach(), skipped=skipped, correct=hits.sum())
+        return StepResult(**{k: v for k, v in values.items() if k in StepResult._fields})
+
+
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Variant:
+    name: str
+    label: str
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    run: Callable[[Tensor, Tensor], StepResult]
+    times: list[float] = field(default_factory=list)
+
+
+def make_variant(
+    name: str, model: nn.Module, args: argparse.Namespace, device: torch.device, precision: str | None = None
+) -> Variant:
+    """A model copy, its optimizer and the step function ``select_step`` picks for it."""
+    model = copy.deepcopy(model).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    opts = StepOptions(
+        nn.CrossEntropyLoss(),
+        l2_weight_decay=WEIGHT_DECAY,
+        grad_clip=GRAD_CLIP,
+        precision=resolve_precision(
+            precision or args.precision, device
+        ),  # a fresh GradScaler per variant for fp16
+    )
+    sgd = dict(lr=LR, momentum=MOMENTUM, nesterov=True)
+    if name == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), **sgd)
+    elif name == "asam":
+        opt = SAM(model.parameters(), torch.optim.SGD, rho=ASAM_RHO, adaptive=True, eta=ASAM_ETA, **sgd)
+    else:
+        opt = SAM(model.parameters(), torch.optim.SGD, rho=SAM_RHO, **sgd)
+    if name == VMAP:
+        return Variant(name, f"vmap m={args.m}", model, opt, BatchedChunkSAM(model, opt, opts, args.m).step)
+    m = args.m if name == "chunked" else None
+    step = select_step(opt, m, args.batch_size)
+    label = f"chunked m={args.m}" if name == "chunked" else name
+    return Variant(name, label, model, opt, lambda x, y: step(model, opt, x, y, opts))
+
+
+def time_interleaved(variants: list[Variant], batches: list[tuple[Tensor, Tensor]], args, device) -> None:
+    """One step per variant per round, starting variant rotating; warmup rounds discarded."""
+    total = args.warmup + args.rounds
+    for r in range(total):
+        order = variants[r % len(variants) :] + variants[: r % len(variants)]
+        x, y = batches[r % len(batches)]
+        for v in order:
+            sync(device)
+            t0 = time.perf_counter()
+            result = v.run(x, y)
+            sync(device)
+            dt = time.perf_counter() - t0
+            if not torch.isfinite(result.loss):
+                raise RuntimeError(f"{v.name}: non-finite loss {float(result.loss)}; timings would be off")
+            if r >= args.warmup:
+                v.times.append(dt)
+        print(f"  round {r + 1}/{total}{' (warmup)' if r < args.warmup else ''}: "
+              + ", ".join(f"{v.name} {v.times[-1] * 1e3:.0f} ms" if r >= args.warmup else v.name for v in variants),
+              flush=True)  # fmt: skip
+
+
+def param_bytes(model: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+
+
+def _tensor_bytes(obj, seen: set[int]) -> int:
+    if isinstance(obj, Tensor):
+        key = obj.untyped_storage().data_ptr()
+        if key in seen or obj.numel() == 0:
+            return 0
+        seen.add(key)
+        return obj.untyped_storage().nbytes()
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(o, seen) for o in obj)
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(o, seen) for o in obj.values())
+    return 0
+
+
+def held_bytes(optimizer: torch.optim.Optimizer) -> tuple[int, int]:
+    """(base optimizer state, tensors the SAM wrapper keeps beyond it) between steps, storage-deduplicated."""
+    base = optimizer.base_optimizer if isinstance(optimizer, SAM) else optimizer
+    seen = {p.untyped_storage().data_ptr() for g in base.param_groups for p in g["params"]}
+    base_state = _tensor_bytes(dict(base.state), seen)
+    if not isinstance(optimizer, SAM):
+        return base_state, 0
+    skip = {"base_optimizer", "param_groups", "state", "defaults"}
+    extra = _tensor_bytes({k: v for k, v in vars(optimizer).items() if k not in skip}, seen)
+    return base_state, extra
+
+
+# --------------------------------------------------------------------------------------------------
+def _walk(events):
+    stack = list(events)
+    while stack:
+        event = stack.pop()
+        yield event
+        stack.extend(event.children)
+
+
+def cpu_peaks(args: argparse.Namespace, names: list[str], device: torch.device) -> dict[str, int]:
+    """Peak live bytes of CPU tensors allocated during two steps, from the profiler's allocation events.
+
+    Every allocation and free of the CPU allocator is an event with a signed size; their running sum in
+    time order is the bytes allocated since the start and still live, so its maximum is the analogue of
+    ``torch.cuda.max_memory_allocated`` minus the baseline. (The events' own ``total_allocated`` counter
+    is not used: it misses some frees and drifts upwards.)
+    """
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    peaks = {}
+    for name in names:
+        gc.collect()
+        variant = make_variant(name, build_model(args.model, args.seed), args, device)
+        batches = make_batches(args, device)
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            for x, y in batches:
+                variant.run(x, y)
+        tree = prof.profiler.kineto_results.experimental_event_tree()
+        allocs = sorted(
+            (e for e in _walk(tree) if e.tag == _EventType.Allocation), key=lambda e: e.start_time_ns
+        )
+        live = peak = 0
+        for event in allocs:
+            live += event.extra_fields.alloc_size  # negative for a free
+            peak = max(peak, live)
+        peaks[name] = peak
+        del variant, batches
+    return peaks
+
+
+def cuda_peaks(args: argparse.Namespace, names: list[str], device: torch.device) -> dict[str, int]:
+    peaks = {}
+    for name in names:
+        gc.collect()
+        torch.cuda.empty_cache()
+        variant = make_variant(name, build_model(args.model, args.seed), args, device)
+        batches = make_batches(args, device)
+        sync(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        for x, y in batches:
+            variant.run(x, y)
+        sync(device)
+        peaks[name] = torch.cuda.max_memory_allocated(device) - before
+        del variant, batches
+    return peaks
+
+
+# --------------------------------------------------------------------------------------------------
+def check_vmap(
+    base_model: nn.Module, batch: tuple[Tensor, Tensor], args, device, dtype: torch.dtype
+) -> dict[str, float]:
+    """One step of sam_step_chunked and of the vmap prototype from the same weights on the same batch.
+
+    Run in fp32 and in fp64: in fp32 a pre-activation within round-off of 0 can land on different
+    sides of a ReLU in the two code paths (different summation orders), which changes that unit's
+    gradient discretely; fp64 makes such flips vanishingly rare, so it checks the algorithm.
+    """
+    model = copy.deepcopy(base_model).to(dtype)
+    x, y = batch[0].to(dtype), batch[1]
+    precision = None if dtype == torch.float32 else "fp32"  # no autocast around an fp64 check
+    seq = make_variant("chunked", model, args, device, precision)
+    bat = make_variant(VMAP, model, args, device, precision)
+    w0 = [p.detach().clone() for p in seq.model.parameters()]
+    t0 = time.perf_counter()
+    loss_seq = seq.run(x, y).loss
+    t1 = time.perf_counter()
+    loss_bat = bat.run(x, y).loss
+    t2 = time.perf_counter()
+    upd_seq = [p.detach() - w for p, w in zip(seq.model.parameters(), w0)]
+    upd_bat = [p.detach() - w for p, w in zip(bat.model.parameters(), w0)]
+    buffers = zip(seq.model.buffers(), bat.model.buffers())
+    return {
+        "update_max_abs_diff": max(float((a - b).abs().max()) for a, b in zip(upd_seq, upd_bat)),
+        "update_max_abs": max(float(a.abs().max()) for a in upd_seq),
+        "buffer_max_abs_diff": max(float((a.double() - b.double()).abs().max()) for a, b in buffers),
+        "loss_diff": float((loss_seq - loss_bat).abs()),
+        "seconds": (t1 - t0, t2 - t1),
+    }
+
+
+def load_line() -> str:
+    try:
+        one, five, fifteen = os.getloadavg()
+        return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
+    except OSError:
+        return "load average unavailable"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def mark(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def report(variants: list[Variant], peaks: dict[str, int] | None, pbytes: int, args) -> None:
+    med = {v.name: statistics.median(v.times) for v in variants}
+    sgd, sam = med.get("sgd"), med.get("sam")
+    print(f"\n{'variant':<16}{'ms/step':>10}{'  (min-max)':<20}{'x SGD':>8}{'x SAM':>8}"
+          f"{'held':>8}{'peak MiB':>10}{'extra':>8}  targets")  # fmt: skip
+    for v in variants:
+        t = med[v.name]
+        x_sgd = f"{t / sgd:.2f}" if sgd else "-"
+        x_sam = f"{t / sam:.2f}" if sam and v.name in ("chunked", VMAP) else ""
+        _, extra_held = held_bytes(v.optimizer)
+        peak = f"{peaks[v.name] / MIB:.0f}" if peaks and v.name in peaks else "-"
+        extra = ""
+        if peaks and "sgd" in peaks and v.name in peaks:
+            extra = f"{(peaks[v.name] - peaks['sgd']) / pbytes:+.2f}"
+        notes = []
+        if v.name in ("sam", "asam") and sgd:
+            notes.append(f"x SGD <= {TARGET_SAM_X_SGD}: {mark(t / sgd <= TARGET_SAM_X_SGD)}")
+        if v.name in ("chunked", VMAP) and sam:
+            notes.append(f"x SAM <= {TARGET_CHUNKED_X_SAM}: {mark(t / sam <= TARGET_CHUNKED_X_SAM)}")
+        if v.name != "sgd" and peaks and "sgd" in peaks and v.name in peaks:
+            ok = round((peaks[v.name] - peaks["sgd"]) / pbytes, 2) <= TARGET_EXTRA_PARAM_COPIES
+            notes.append(f"extra <= {TARGET_EXTRA_PARAM_COPIES:g}: {mark(ok)}")
+        spread = f"  ({min(v.times) * 1e3:.0f}-{max(v.times) * 1e3:.0f})"
+        print(f"{v.label:<16}{t * 1e3:>10.1f}{spread:<20}{x_sgd:>8}{x_sam:>8}"
+              f"{extra_held / pbytes:>8.2f}{peak:>10}{extra:>8}  {'; '.join(notes)}")  # fmt: skip
+    print(
+        "\nheld = tensors the optimizer keeps between steps beyond the base optimizer's momentum, in copies of\n"
+        f"the parameters ({pbytes / MIB:.1f} MiB); peak MiB = peak step memory over model and batch; extra =\n"
+        "peak minus SGD's peak, in parameter copies (see the docstring for how peak is measured)."
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+
+    base_model = build_model(args.model, args.seed)
+    pbytes = param_bytes(base_model)
+    precision = resolve_precision(args.precision, device)
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    print(f"bench_sam: {args.model} ({pbytes / 4 / 1e6:.2f}M params), batch {args.batch_size}, m {args.m} "
+          f"({args.batch_size // args.m} chunks), {precision.name}"
+          f"{', channels_last' if args.channels_last else ''}, {args.rounds} rounds + {args.warmup} warmup")  # fmt: skip
+    print(
+        f"device {device} ({dev_name}), torch {torch.__version__}, {torch.get_num_threads()} threads, {load_line()}"
+    )
+    batches = make_batches(args, device)
+
+    if args.compare_vmap:
+        print("\nvmap prototype vs sam_step_chunked, one step from the same weights on the same batch:")
+        for dtype in (torch.float32, torch.float64):
+            c = check_vmap(base_model, batches[0], args, device, dtype)
+            print(f"  {str(dtype)[6:]}: max |update_seq - update_vmap| = {c['update_max_abs_diff']:.3e} "
+                  f"(max |update| {c['update_max_abs']:.3e}); BN buffers max abs diff "
+                  f"{c['buffer_max_abs_diff']:.3e}; loss diff {c['loss_diff']:.3e} "
+                  f"[one step: {c['seconds'][0]:.1f} s sequential, {c['seconds'][1]:.1f} s vmap]", flush=True)  # fmt: skip
+
+    print("\ntiming (interleaved):", flush=True)
+    variants = [make_variant(name, base_model, args, device) for name in args.variants]
+    time_interleaved(variants, batches, args, device)
+
+    peaks = None
+    if not args.no_memory:
+        print("\npeak memory per variant (fresh model and optimizer, two steps each)", flush=True)
+        peaks = (cuda_peaks if device.type == "cuda" else cpu_peaks)(args, args.variants, device)
+    report(variants, peaks, pbytes, args)
+    print(f"\nafter the run: {load_line()}")
+
+
+if __name__ == "__main__":
+    main()
