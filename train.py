@@ -341,6 +341,49 @@ def make_tracker(cfg: DictConfig, run_dir: Path, resolved: dict, run_id: str | N
     return tracker
 
 
+# Keys that change how a run is executed or logged, not what it computes: they may differ on resume.
+OPERATIONAL_KEYS = (
+    "logger",
+    "device",
+    "compile",
+    "dataset.root",
+    "dataset.num_workers",
+    "dataset.download",
+    "trainer.log_every_n_steps",
+    "trainer.checkpoint_interval_min",
+    "trainer.save_final_model",
+    "trainer.eval_batch_size",
+)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def check_same_run(state: dict[str, Any], resolved: dict[str, Any]) -> None:
+    """Refuse to resume a run directory with a command that would compute something else."""
+    saved = state.get("config")
+    if saved is None:
+        return
+    old, new = _flatten(saved), _flatten(resolved)
+    changed = sorted(
+        k
+        for k in old.keys() | new.keys()
+        if old.get(k) != new.get(k) and not any(k == op or k.startswith(op + ".") for op in OPERATIONAL_KEYS)
+    )
+    if changed:
+        diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
+        raise CheckpointError(
+            f"checkpoint {state['path']} was written by a different run ({diffs}); resume with the command "
+            "that wrote it, or use another hydra.run.dir"
+        )
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Build everything, resume if a checkpoint exists, train, evaluate, write results.json."""
     ctx = setup_distributed(cfg.device)
@@ -353,6 +396,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     faults = FaultInjector.from_env()
     ckpts = CheckpointManager(run_dir / "checkpoints", fault=lambda stage: faults.hit(f"ckpt_{stage}"))
     state = ckpts.load_latest(map_location="cpu")
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    if state is not None:
+        check_same_run(state, resolved)
     if state is not None and state.get("finished") and results_path.exists():
         log.info("%s is complete (results.json exists); nothing to do", run_dir)
         return json.loads(results_path.read_text())
@@ -367,7 +413,6 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             f"({type(err).__name__}: {err}); expected the dataset's official files, intact (re-download or "
             "re-extract them)"
         ) from err
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     n_params = sum(p.numel() for p in objs.raw_model.parameters())
     step_name = getattr(objs.step_fn, "__name__", str(objs.step_fn))
     log.info(
@@ -453,6 +498,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 "rng": rngs,
                 "totals": totals.state_dict(),
                 "wall_time_s": wall_time + (time.perf_counter() - started),
+                "config": resolved,
                 "wandb_run_id": tracker.run_id,
                 "train_seconds": train_seconds,
                 "train_images": train_images,

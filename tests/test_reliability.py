@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,6 +130,18 @@ def test_same_seed_gives_identical_numbers_and_another_seed_does_not(runs):
     assert ckpt_files(runs["seed0"]) == {"last.pt", "prev.pt"}  # the last two, nothing else
     last, prev = (load_ckpt(runs["seed0"] / "checkpoints" / n) for n in ("last.pt", "prev.pt"))
     assert (last["epoch"], last["finished"], prev["epoch"], prev["finished"]) == (2, True, 1, False)
+
+
+def test_resuming_with_a_command_that_computes_something_else_is_refused(runs, tmp_path):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(runs["seed0"], run_dir)
+    before = (run_dir / "results.json").read_text()
+    changed = run_train([*TINY, "rho=0.2"], run_dir)
+    assert changed.returncode == 2, changed.output
+    assert "rho: " in changed.stderr and "-> 0.2" in changed.stderr and "different run" in changed.stderr
+    same = run_train([*TINY, "trainer.log_every_n_steps=7"], run_dir)  # operational keys may change
+    assert same.returncode == 0 and "nothing to do" in same.output, same.output
+    assert (run_dir / "results.json").read_text() == before
 
 
 # ------------------------------------------------------------------------------------- kill and resume
