@@ -694,5 +694,38 @@ def main(cfg: DictConfig) -> float | None:
     return results["test_error"]
 
 
+def _exit_bad_input(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_override_keys(argv: list[str]) -> None:
+    """Catch ``key=value`` overrides of keys the config does not have, naming the keys it does have.
+
+    Hydra alone says "Key 'x' is not in struct" without the choices. Group contents (``model.depth``)
+    depend on the chosen option and are left to Hydra; ``+key``/``~key`` and ``hydra.*`` pass through.
+    """
+    root = OmegaConf.load(REPO / "configs" / "train.yaml")
+    defaults = OmegaConf.to_container(root.defaults)
+    groups = sorted({next(iter(d)) if isinstance(d, dict) else d for d in defaults} - {"_self_"})
+    top = sorted(k for k in root if k not in ("defaults", "hydra"))
+    for arg in argv:
+        if arg.startswith(("-", "+", "~")) or "=" not in arg:
+            continue
+        key = arg.split("=", 1)[0]
+        head, _, rest = key.partition(".")
+        if head in groups or head == "hydra" or "/" in head:
+            continue
+        if head not in top:
+            _exit_bad_input(
+                f"{key!r} is not a config key. Top-level keys: {', '.join(top)}; "
+                f"groups: {', '.join(groups)} (e.g. model=wrn16_8)"
+            )
+        node = root[head]
+        if rest and OmegaConf.is_dict(node) and rest.split(".")[0] not in node:
+            _exit_bad_input(f"{key!r} is not a config key. Keys under {head}: {', '.join(node.keys())}")
+
+
 if __name__ == "__main__":
+    check_override_keys(sys.argv[1:])
     main()

@@ -508,7 +508,14 @@ BAD_INPUTS = [
     ("unknown precision", ["precision=fp8"], None, r"precision='fp8'", r"auto, fp32, bf16, fp16"),
     ("fp16 on cpu", ["precision=fp16"], None, r"precision=fp16", r"precision=fp32 or bf16"),
     ("unknown experiment", ["experiment=cifar10_wrn99"], None, r"cifar10_wrn99", r"'experiment'"),
-    ("unknown key", ["trainer.max_epochs=3"], None, r"trainer\.max_epochs", r"not in struct"),
+    (
+        "unknown key",
+        ["trainer.max_epochs=3"],
+        None,
+        r"trainer\.max_epochs",
+        r"Keys under trainer: .*limit_train_batches",
+    ),
+    ("unknown top-level key", ["rhoo=0.1"], None, r"'rhoo'", r"Top-level keys: .*rho"),
 ]
 
 
