@@ -141,8 +141,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type not in ("cpu", "cuda"):
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
         raise ValueError(f"--device {name!r}: choose auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name!r} but torch sees no CUDA device; use --device cpu")
@@ -280,6 +283,7 @@ class Variant:
     optimizer: torch.optim.Optimizer
     run: Callable[[Tensor, Tensor], StepResult]
     times: list[float] = field(default_factory=list)
+    step_name: str = "BatchedChunkSAM.step"
 
 
 def make_variant(
@@ -294,9 +298,7 @@ def make_variant(
         nn.CrossEntropyLoss(),
         l2_weight_decay=WEIGHT_DECAY,
         grad_clip=GRAD_CLIP,
-        precision=resolve_precision(
-            precision or args.precision, device
-        ),  # a fresh GradScaler per variant for fp16
+        precision=resolve_precision(precision or args.precision, device),  # own GradScaler if fp16
     )
     sgd = dict(lr=LR, momentum=MOMENTUM, nesterov=True)
     if name == "sgd":
@@ -310,7 +312,9 @@ def make_variant(
     m = args.m if name == "chunked" else None
     step = select_step(opt, m, args.batch_size)
     label = f"chunked m={args.m}" if name == "chunked" else name
-    return Variant(name, label, model, opt, lambda x, y: step(model, opt, x, y, opts))
+    variant = Variant(name, label, model, opt, lambda x, y: step(model, opt, x, y, opts))
+    variant.step_name = step.__name__
+    return variant
 
 
 def time_interleaved(variants: list[Variant], batches: list[tuple[Tensor, Tensor]], args, device) -> None:
@@ -539,6 +543,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print("\ntiming (interleaved):", flush=True)
     variants = [make_variant(name, base_model, args, device) for name in args.variants]
+    print("  steps: " + ", ".join(f"{v.name} -> {v.step_name}" for v in variants), flush=True)
     time_interleaved(variants, batches, args, device)
 
     peaks = None
