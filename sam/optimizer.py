@@ -124,13 +124,21 @@ class SAM(torch.optim.Optimizer):
 
     # -- the two halves of a step -------------------------------------------------------------------
     @torch.no_grad()
-    def first_step(self, zero_grad: bool = False, *, grads: Sequence[Tensor | None] | None = None) -> None:
+    def first_step(
+        self,
+        zero_grad: bool = False,
+        *,
+        grads: Sequence[Tensor | None] | None = None,
+        reuse_saved: bool = False,
+    ) -> None:
         """Move every parameter that has a gradient from w to w + e(w).
 
         ``grads`` (aligned with :meth:`params`) replaces ``p.grad``; such tensors are consumed (scaled in
         place). With ``zero_grad=True`` the ``.grad`` tensors are consumed the same way and then cleared,
         which saves one parameter-sized temporary. The direction is invariant to a common scale of the
-        gradients, so still-scaled fp16 gradients (GradScaler) give the same e(w).
+        gradients, so still-scaled fp16 gradients (GradScaler) give the same e(w). ``reuse_saved=True``
+        promises that w has not changed since the last :meth:`restore` (m-sharpness chunks within one step),
+        so the saved copy is reused instead of copied again.
         """
         if self._perturbed:
             raise RuntimeError("first_step() called twice: call second_step() or restore() in between")
@@ -152,23 +160,28 @@ class SAM(torch.optim.Optimizer):
             self.grad_norm = None
             return
 
-        # T_w (ASAM) or identity; the norm is over all parameters of all groups together.
+        # d = T_w g (ASAM) or g; the norm is over all parameters of all groups together. Scratch gradients
+        # and ASAM's T_w g are ours to consume, so d and then e are built in place: no extra copy.
         scales = [self._asam_scale(group, ps) if group["adaptive"] else None for group, ps, _ in groups]
-        directions = [gs if t is None else torch._foreach_mul(gs, t) for (_, _, gs), t in zip(groups, scales)]
+        directions = []
+        for (_, _, gs), t in zip(groups, scales):
+            if t is not None and scratch:
+                torch._foreach_mul_(gs, t)
+            directions.append(gs if t is None or scratch else torch._foreach_mul(gs, t))
         norm = global_grad_norm([d for ds in directions for d in ds])
         self.grad_norm = norm
 
         perturbed = [p for _, ps, _ in groups for p in ps]
-        self._save(perturbed)
-        for (group, ps, gs), t, d in zip(groups, scales, directions):
-            for device, (ps_d, gs_d, ds_d, t_d) in _split_by_device(ps, gs, d, t).items():
+        if not (reuse_saved and tuple(id(p) for p in perturbed) == self._saved_for):
+            self._save(perturbed)
+        for (group, ps, _), t, d in zip(groups, scales, directions):
+            for device, (ps_d, ds_d, t_d) in _split_by_device(ps, d, t).items():
                 factor = (group["rho"] / (norm + _NORM_EPS)).to(device, non_blocking=True)
-                if t_d is None:  # e = rho * g / ||g||
-                    e = gs_d if scratch else torch._foreach_mul(gs_d, factor)
-                    if scratch:
-                        torch._foreach_mul_(e, factor)
-                else:  # e = rho * T^2 g / ||T g||  (d = T g)
-                    e = torch._foreach_mul(ds_d, t_d)
+                owned = scratch or t_d is not None
+                e = ds_d if owned else torch._foreach_mul(ds_d, factor)  # e = rho g / ||g||
+                if t_d is not None:  # e = rho T^2 g / ||T g||
+                    torch._foreach_mul_(e, t_d)
+                if owned:
                     torch._foreach_mul_(e, factor)
                 torch._foreach_add_(ps_d, e)
         self._perturbed = perturbed
@@ -251,15 +264,14 @@ class SAM(torch.optim.Optimizer):
 
 
 def _split_by_device(
-    ps: list[Tensor], gs: list[Tensor], ds: list[Tensor], ts: list[Tensor] | None
-) -> dict[torch.device, tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor] | None]]:
+    ps: list[Tensor], ds: list[Tensor], ts: list[Tensor] | None
+) -> dict[torch.device, tuple[list[Tensor], list[Tensor], list[Tensor] | None]]:
     """Foreach kernels and the 0-d scale tensor want one device per call."""
-    out: dict[torch.device, tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor] | None]] = {}
+    out: dict[torch.device, tuple[list[Tensor], list[Tensor], list[Tensor] | None]] = {}
     for i, p in enumerate(ps):
-        entry = out.setdefault(p.device, ([], [], [], None if ts is None else []))
+        entry = out.setdefault(p.device, ([], [], None if ts is None else []))
         entry[0].append(p)
-        entry[1].append(gs[i])
-        entry[2].append(ds[i])
+        entry[1].append(ds[i])
         if ts is not None:
-            entry[3].append(ts[i])  # type: ignore[union-attr]
+            entry[2].append(ts[i])  # type: ignore[union-attr]
     return out

@@ -174,7 +174,7 @@ def sam_step_chunked(
     params = _trainable(optimizer)
     all_params = optimizer.params()
     scale = _loss_scale(opts.precision, x.device)
-    chunk_scale = scale / chunks if scale is not None else torch.tensor(1.0 / chunks, device=x.device)
+    chunk_scale = scale / chunks if scale is not None else torch.full((), 1.0 / chunks, device=x.device)
     bn = ChunkedBNStats(model)
     optimizer.zero_grad(set_to_none=True)
     losses, hits = [], []
@@ -191,7 +191,7 @@ def sam_step_chunked(
         losses.append(loss.detach())
         hits.append(_hits(logits, yc))
         del logits
-        optimizer.first_step(grads=list(grads))  # w -> w + e_i
+        optimizer.first_step(grads=list(grads), reuse_saved=i > 0)  # w -> w + e_i; w copied once per step
         del grads
         poison = _overflow_poison(optimizer, opts.precision)
         try:
@@ -226,7 +226,7 @@ def sgd_step_chunked(
     base = optimizer.base_optimizer if isinstance(optimizer, SAM) else optimizer
     params = _trainable(base)
     scale = _loss_scale(opts.precision, x.device)
-    chunk_scale = scale / chunks if scale is not None else torch.tensor(1.0 / chunks, device=x.device)
+    chunk_scale = scale / chunks if scale is not None else torch.full((), 1.0 / chunks, device=x.device)
     bn = ChunkedBNStats(model)
     base.zero_grad(set_to_none=True)
     losses, hits = [], []
