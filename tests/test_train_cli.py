@@ -240,3 +240,56 @@ def test_torchrun_two_processes_match_single_process_chunks(tmp_path):
     rb = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert rb["world_size"] == 2 and ra["world_size"] == 1
     assert rb["test_error"] == pytest.approx(ra["test_error"], abs=100 / 360 + 1e-9)
+
+
+def test_slurm_launcher_config_composes_with_overridable_fields():
+    out = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "hydra/launcher=slurm",
+            "hydra.launcher.partition=gpu",
+            "hydra.launcher.account=myproj",
+            "--cfg",
+            "hydra",
+            "--package",
+            "hydra.launcher",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    for line in (
+        "SlurmLauncher",
+        "partition: gpu",
+        "account: myproj",
+        "gpus_per_node: 1",
+        "signal_delay_s: 300",
+    ):
+        assert line in out.stdout, line
+
+
+@pytest.mark.slow
+def test_sweep_through_submitit_runs_each_job_in_its_own_process(tmp_path):
+    """The submitit launcher path (pickled jobs, as on SLURM) with submitit's local executor."""
+    sweep = tmp_path / "sweep"
+    run_train(
+        [
+            "-m",
+            *SMALL,
+            "dataset=digits",
+            "epochs=1",
+            "batch_size=64",
+            "trainer.limit_train_batches=2",
+            "rho=0.0,0.1",
+            "hydra/launcher=submitit_local",
+            "hydra.launcher.timeout_min=5",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        timeout=600,
+    )
+    results = sorted(json.loads(p.read_text())["rho"] for p in sweep.rglob("results.json"))
+    assert results == [0.0, 0.1]
+    assert list(sweep.rglob("*_submitted.pkl")), "jobs were not submitted through submitit"
