@@ -20,8 +20,9 @@ $PY train.py -m $COMMON m=null label_noise=0.0,0.2,0.4,0.6 rho=0.0,0.05,0.1 seed
 wait
 
 # 3. tables, figures, flatness of the clean-label SGD and SAM (rho 0.1) models
-$PY scripts/compare.py $RUNS --out results/digits/compare.md
+$PY scripts/compare.py $RUNS --tables table4 --out results/digits/compare.md
 $PY scripts/plot.py $RUNS --out-dir results/digits/figures
 for d in $(grep -l '"label_noise": 0.0' $RUNS/noise_*/*/results.json | xargs -n1 dirname); do
   $PY scripts/sharpness.py "$d" --num-examples 512 --k 5 --rho 0.1 --m 64 --out "$d/sharpness.json"
 done
+$PY scripts/summarise_sharpness.py $RUNS --out results/digits/flatness.md
