@@ -162,10 +162,7 @@ def sam_step_chunked(
     statistics are the mean of the k chunks' first-pass updates (:class:`ChunkedBNStats`).
     Under DDP each replica chunks its own shard; only the last chunk's backward all-reduces.
     """
-    batch = x.shape[0]
-    if m <= 0 or batch % m:
-        raise ValueError(f"m={m} must divide the per-device batch {batch}")
-    chunks = batch // m
+    chunks = _num_chunks(x, m)
     if chunks == 1:
         return sam_step(model, optimizer, x, y, opts)
     if opts.perturbation != "per_replica":
@@ -174,7 +171,7 @@ def sam_step_chunked(
     params = _trainable(optimizer)
     all_params = optimizer.params()
     scale = _loss_scale(opts.precision, x.device)
-    chunk_scale = scale / chunks if scale is not None else torch.full((), 1.0 / chunks, device=x.device)
+    chunk_scale = _chunk_loss_scale(scale, chunks, x.device)
     bn = ChunkedBNStats(model)
     optimizer.zero_grad(set_to_none=True)
     losses, hits = [], []
@@ -217,16 +214,13 @@ def sgd_step_chunked(
     model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, opts: StepOptions, *, m: int
 ) -> StepResult:
     """SGD over chunks of m examples: per-chunk BatchNorm batches, gradients averaged (accumulated 1/k)."""
-    batch = x.shape[0]
-    if m <= 0 or batch % m:
-        raise ValueError(f"m={m} must divide the per-device batch {batch}")
-    chunks = batch // m
+    chunks = _num_chunks(x, m)
     if chunks == 1:
         return sgd_step(model, optimizer, x, y, opts)
     base = optimizer.base_optimizer if isinstance(optimizer, SAM) else optimizer
     params = _trainable(base)
     scale = _loss_scale(opts.precision, x.device)
-    chunk_scale = scale / chunks if scale is not None else torch.full((), 1.0 / chunks, device=x.device)
+    chunk_scale = _chunk_loss_scale(scale, chunks, x.device)
     bn = ChunkedBNStats(model)
     base.zero_grad(set_to_none=True)
     losses, hits = [], []
@@ -247,6 +241,17 @@ def sgd_step_chunked(
 # --------------------------------------------------------------------------------------------------
 def _trainable(optimizer: torch.optim.Optimizer) -> list[Tensor]:
     return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+
+
+def _num_chunks(x: Tensor, m: int) -> int:
+    if m <= 0 or x.shape[0] % m:
+        raise ValueError(f"m={m} must divide the per-device batch {x.shape[0]}")
+    return x.shape[0] // m
+
+
+def _chunk_loss_scale(scale: Tensor | None, chunks: int, device: torch.device) -> Tensor:
+    """What each chunk's loss is multiplied by before backward: the GradScaler scale (or 1) over k."""
+    return scale / chunks if scale is not None else torch.full((), 1.0 / chunks, device=device)
 
 
 def _hits(logits: Tensor, y: Tensor) -> Tensor:
