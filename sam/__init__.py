@@ -17,7 +17,7 @@ from sam.steps import (
     sgd_step,
     sgd_step_chunked,
 )
-from sam.weight_decay import WEIGHT_DECAY_MODES, decoupled_param_groups, l2_in_loss
+from sam.weight_decay import WEIGHT_DECAY_MODES, add_l2_gradient_, decoupled_param_groups
 
 __all__ = [
     "PERTURBATION_MODES",
@@ -29,10 +29,10 @@ __all__ = [
     "RNGState",
     "StepOptions",
     "StepResult",
+    "add_l2_gradient_",
     "decoupled_param_groups",
     "frozen_bn_stats",
     "global_grad_norm",
-    "l2_in_loss",
     "resolve_precision",
     "sam_step",
     "sam_step_chunked",

@@ -28,7 +28,7 @@ from sam.batchnorm import ChunkedBNStats, frozen_bn_stats
 from sam.optimizer import SAM, global_grad_norm
 from sam.precision import Precision
 from sam.randomness import RNGState, true_gradient
-from sam.weight_decay import l2_in_loss
+from sam.weight_decay import add_l2_gradient_
 
 PERTURBATION_MODES = ("per_replica", "synced")
 
@@ -110,29 +110,29 @@ def sgd_step(
     """One forward/backward and a step of the base optimizer (SAM's baseline, every other line shared)."""
     base = optimizer.base_optimizer if isinstance(optimizer, SAM) else optimizer
     params = _trainable(base)
-    scale = _loss_scale(opts.precision, x.device)
-    with l2_in_loss(params, opts.l2_weight_decay, scale):
-        with opts.precision.autocast():
-            logits = model(x)
-            loss = opts.loss_fn(logits, y)
-        _backward(loss, opts.precision)
+    scale = _loss_scale(opts.precision)
+    with opts.precision.autocast():
+        logits = model(x)
+        loss = opts.loss_fn(logits, y)
+    _backward(loss, opts.precision)
+    add_l2_gradient_(params, opts.l2_weight_decay, scale)  # w is the same on every replica
     return _apply_update(base, params, opts, loss.detach(), _hits(logits, y))
 
 
 def sam_step(model: nn.Module, optimizer: SAM, x: Tensor, y: Tensor, opts: StepOptions) -> StepResult:
     """Algorithm 1: gradient at w, ascend to w + e(w), gradient there, restore w, base step."""
     params = _trainable(optimizer)
-    scale = _loss_scale(opts.precision, x.device)
+    scale = _loss_scale(opts.precision)
     rng = RNGState(x.device) if opts.replay_randomness else None
     local_first_pass = opts.perturbation == "per_replica"
 
     # Pass 1 at w: BatchNorm running statistics move here, once per batch.
     with _no_sync(model, local_first_pass), true_gradient(model, True):
-        with l2_in_loss(params, opts.l2_weight_decay, scale):
-            with opts.precision.autocast():
-                logits = model(x)
-                loss = opts.loss_fn(logits, y)
-            _backward(loss, opts.precision)
+        with opts.precision.autocast():
+            logits = model(x)
+            loss = opts.loss_fn(logits, y)
+        _backward(loss, opts.precision)
+    add_l2_gradient_(params, opts.l2_weight_decay, scale)
     correct = _hits(logits, y)
     del logits
     optimizer.first_step(zero_grad=True)  # w -> w + e(w)
@@ -142,10 +142,17 @@ def sam_step(model: nn.Module, optimizer: SAM, x: Tensor, y: Tensor, opts: StepO
     try:
         if rng is not None:
             rng.restore()
-        with frozen_bn_stats(model), l2_in_loss(params, opts.l2_weight_decay, scale):
+        # L2 at w + e(w). Under DDP each replica's e differs, so it goes into .grad before the backward
+        # that averages; otherwise after, in the same order as sgd_step (rho = 0 is then bit-equal to SGD).
+        l2_first = isinstance(model, DistributedDataParallel)
+        if l2_first:
+            add_l2_gradient_(params, opts.l2_weight_decay, scale)
+        with frozen_bn_stats(model):
             with opts.precision.autocast():
                 loss_perturbed = opts.loss_fn(model(x), y)
             _backward(loss_perturbed if poison is None else loss_perturbed * poison, opts.precision)
+        if not l2_first:
+            add_l2_gradient_(params, opts.l2_weight_decay, scale)
     finally:
         optimizer.restore()  # w exactly, also when pass 2 raised
     return _apply_update(optimizer.base_optimizer, params, opts, loss.detach(), correct)
@@ -170,8 +177,7 @@ def sam_step_chunked(
 
     params = _trainable(optimizer)
     all_params = optimizer.params()
-    scale = _loss_scale(opts.precision, x.device)
-    chunk_scale = _chunk_loss_scale(scale, chunks, x.device)
+    scale = _loss_scale(opts.precision)
     bn = ChunkedBNStats(model)
     optimizer.zero_grad(set_to_none=True)
     losses, hits = [], []
@@ -179,29 +185,28 @@ def sam_step_chunked(
         rng = RNGState(x.device) if opts.replay_randomness else None
         bn.begin_chunk()
         with _no_sync(model, True), true_gradient(model, True):
-            with l2_in_loss(params, opts.l2_weight_decay, scale):
-                with opts.precision.autocast():
-                    logits = model(xc)
-                    loss = opts.loss_fn(logits, yc)
-                grads = torch.autograd.grad(_scaled(loss, opts.precision), all_params, allow_unused=True)
+            with opts.precision.autocast():
+                logits = model(xc)
+                loss = opts.loss_fn(logits, yc)
+            grads = list(torch.autograd.grad(_scaled(loss, opts.precision), all_params, allow_unused=True))
+        add_l2_gradient_(all_params, opts.l2_weight_decay, scale, grads=grads)
         bn.end_chunk()
         losses.append(loss.detach())
         hits.append(_hits(logits, yc))
         del logits
-        optimizer.first_step(grads=list(grads), reuse_saved=i > 0)  # w -> w + e_i; w copied once per step
+        optimizer.first_step(grads=grads, reuse_saved=i > 0)  # w -> w + e_i; w copied once per step
         del grads
         poison = _overflow_poison(optimizer, opts.precision)
         try:
             if rng is not None:
                 rng.restore()
-            last = i == chunks - 1
-            with _no_sync(model, not last), frozen_bn_stats(model):
-                with l2_in_loss(params, opts.l2_weight_decay, chunk_scale):
-                    with opts.precision.autocast():
-                        loss_perturbed = opts.loss_fn(model(xc), yc) / chunks
-                    if poison is not None:
-                        loss_perturbed = loss_perturbed * poison
-                    _backward(loss_perturbed, opts.precision)
+            add_l2_gradient_(params, opts.l2_weight_decay, scale / chunks)  # at w + e_i, weight 1/k
+            with _no_sync(model, i < chunks - 1), frozen_bn_stats(model):
+                with opts.precision.autocast():
+                    loss_perturbed = opts.loss_fn(model(xc), yc) / chunks
+                if poison is not None:
+                    loss_perturbed = loss_perturbed * poison
+                _backward(loss_perturbed, opts.precision)
         finally:
             optimizer.restore()
     bn.finish()
@@ -219,14 +224,14 @@ def sgd_step_chunked(
         return sgd_step(model, optimizer, x, y, opts)
     base = optimizer.base_optimizer if isinstance(optimizer, SAM) else optimizer
     params = _trainable(base)
-    scale = _loss_scale(opts.precision, x.device)
-    chunk_scale = _chunk_loss_scale(scale, chunks, x.device)
+    scale = _loss_scale(opts.precision)
     bn = ChunkedBNStats(model)
     base.zero_grad(set_to_none=True)
     losses, hits = [], []
     for i, (xc, yc) in enumerate(zip(x.split(m), y.split(m))):
         bn.begin_chunk()
-        with _no_sync(model, i < chunks - 1), l2_in_loss(params, opts.l2_weight_decay, chunk_scale):
+        add_l2_gradient_(params, opts.l2_weight_decay, scale / chunks)  # as SAM's chunks: bit-equal at rho=0
+        with _no_sync(model, i < chunks - 1):
             with opts.precision.autocast():
                 logits = model(xc)
                 loss = opts.loss_fn(logits, yc)
@@ -249,22 +254,18 @@ def _num_chunks(x: Tensor, m: int) -> int:
     return x.shape[0] // m
 
 
-def _chunk_loss_scale(scale: Tensor | None, chunks: int, device: torch.device) -> Tensor:
-    """What each chunk's loss is multiplied by before backward: the GradScaler scale (or 1) over k."""
-    return scale / chunks if scale is not None else torch.full((), 1.0 / chunks, device=device)
-
-
 def _hits(logits: Tensor, y: Tensor) -> Tensor:
     """Top-1 hits; soft or multi-dimensional targets (mixup-style) are compared by their argmax."""
     target = y if y.ndim == 1 else y.argmax(-1)
     return (logits.detach().argmax(-1) == target).sum()
 
 
-def _loss_scale(precision: Precision, device: torch.device) -> Tensor | None:
-    """The GradScaler's current scale as a device tensor (no host sync), or None without a scaler."""
-    if precision.scaler is None:
-        return None
-    return precision.scaler.scale(torch.ones((), device=device))
+def _loss_scale(precision: Precision) -> float:
+    """What the loss is multiplied by before backward: the GradScaler's scale, or 1.
+
+    One host read per step with fp16, where ``GradScaler.step`` synchronises anyway.
+    """
+    return 1.0 if precision.scaler is None else float(precision.scaler.get_scale())
 
 
 def _scaled(loss: Tensor, precision: Precision) -> Tensor:
