@@ -53,22 +53,29 @@ class Run:
         return f"$ {' '.join(self.cmd)}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
 
 
-def train_command(args: list[str], run_dir: Path | None = None) -> list[str]:
-    cmd = [sys.executable, "train.py", *args]
+def train_command(
+    args: list[str], run_dir: Path | None = None, launcher: list[str] | None = None
+) -> list[str]:
+    cmd = [*(launcher or [sys.executable]), "train.py", *args]
     if run_dir is not None:
         cmd.append(f"hydra.run.dir={run_dir}")
     return cmd
 
 
 def run_train(
-    args: list[str], run_dir: Path | None = None, *, env: dict[str, str] | None = None, timeout: float = 300
+    args: list[str],
+    run_dir: Path | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    launcher: list[str] | None = None,
 ) -> Run:
     """``python train.py ARGS [hydra.run.dir=RUN_DIR]`` from the repo root, one thread, W&B offline.
 
     ``env`` adds variables (e.g. ``SAM_REPRO_FAULT``); an inherited ``SAM_REPRO_FAULT`` is dropped, so
-    only the calls that ask for a fault get one.
+    only the calls that ask for a fault get one. ``launcher`` replaces ``python`` (e.g. torchrun).
     """
-    cmd = train_command(args, run_dir)
+    cmd = train_command(args, run_dir, launcher)
     full_env = {k: v for k, v in os.environ.items() if k != "SAM_REPRO_FAULT"}
     full_env.update({"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})})
     start = time.perf_counter()

@@ -3,37 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from cli import REPO, final_weights
+from cli import run_train as run_cli
 from fake_data import write_fake_cifar
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = ["model=wrn_tiny", "model.widen_factor=1", "trainer.eval_batch_size=256", "device=cpu", "logger=none"]
 
 
-def run_train(
-    args: list[str],
-    run_dir: Path | None = None,
-    env: dict | None = None,
-    timeout: int = 300,
-    launcher: list[str] | None = None,
-):
-    cmd = [*(launcher or [sys.executable]), "train.py", *args]
-    if run_dir is not None:
-        cmd.append(f"hydra.run.dir={run_dir}")
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", **(env or {})}
-    proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-    return proc
-
-
-def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "final_model.pt", weights_only=True)["model"]
+def run_train(args: list[str], run_dir: Path | None = None, **kwargs):
+    """tests/cli.py's ``run_train`` for commands that must succeed."""
+    run = run_cli(args, run_dir, **kwargs)
+    assert run.returncode == 0, run.output
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +129,11 @@ def test_logged_test_error_equals_error_recomputed_from_saved_weights(tmp_path):
     assert last_epoch["test_error"] == pytest.approx(results["test_error"], abs=1e-9)
 
 
-def test_multirun_over_two_values_writes_two_run_dirs(tmp_path):
+@pytest.mark.parametrize("launcher", ["basic", pytest.param("submitit_local", marks=pytest.mark.slow)])
+def test_multirun_over_two_values_writes_two_run_dirs(tmp_path, launcher):
+    """Hydra's basic launcher, and submitit's (pickled jobs in their own processes, as on SLURM)."""
     sweep = tmp_path / "sweep"
+    extra = [] if launcher == "basic" else ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"]
     run_train(
         [
             "-m",
@@ -153,12 +143,16 @@ def test_multirun_over_two_values_writes_two_run_dirs(tmp_path):
             "batch_size=64",
             "trainer.limit_train_batches=2",
             "rho=0.0,0.1",
+            *extra,
             f"hydra.sweep.dir={sweep}",
         ],
+        timeout=600,
     )
     dirs = sorted(p.parent for p in sweep.rglob("results.json"))
     assert len(dirs) == 2
     assert sorted(json.loads((d / "results.json").read_text())["rho"] for d in dirs) == [0.0, 0.1]
+    if launcher == "submitit_local":
+        assert list(sweep.rglob("*_submitted.pkl")), "jobs were not submitted through submitit"
 
 
 def test_quickstart_config_composes_as_a_two_job_multirun():
@@ -269,27 +263,3 @@ def test_slurm_launcher_config_composes_with_overridable_fields():
         "signal_delay_s: 300",
     ):
         assert line in out.stdout, line
-
-
-@pytest.mark.slow
-def test_sweep_through_submitit_runs_each_job_in_its_own_process(tmp_path):
-    """The submitit launcher path (pickled jobs, as on SLURM) with submitit's local executor."""
-    sweep = tmp_path / "sweep"
-    run_train(
-        [
-            "-m",
-            *SMALL,
-            "dataset=digits",
-            "epochs=1",
-            "batch_size=64",
-            "trainer.limit_train_batches=2",
-            "rho=0.0,0.1",
-            "hydra/launcher=submitit_local",
-            "hydra.launcher.timeout_min=5",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        timeout=600,
-    )
-    results = sorted(json.loads(p.read_text())["rho"] for p in sweep.rglob("results.json"))
-    assert results == [0.0, 0.1]
-    assert list(sweep.rglob("*_submitted.pkl")), "jobs were not submitted through submitit"
