@@ -222,3 +222,26 @@ def test_compare_with_no_runs_says_so(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "No runs found" in proc.stdout
     assert "## Paper cells without runs (102)" in proc.stdout
+
+
+def test_summarise_sharpness_gives_mean_and_t_interval_per_cell(tmp_path):
+    root = tmp_path / "runs"
+    for seed, lam in enumerate([4.0, 5.0, 6.0]):
+        d = write_run(root, f"sam{seed}", seed=seed, dataset="digits", model="wide_resnet")
+        (d / "sharpness.json").write_text(
+            json.dumps({"lambda_max": lam, "lambda_max_over_lambda_k": 2.0, "m_sharpness": 0.1, "k": 5})
+        )
+    write_run(root, "sgd_without_sharpness", optimizer="sgd", rho=0.0, dataset="digits", model="wide_resnet")
+    out = subprocess.run(
+        [sys.executable, "scripts/summarise_sharpness.py", str(root)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| sam")]
+    assert len(rows) == 1 and "| 3 |" in rows[0]
+    half_width = 4.302653 * 1.0 / math.sqrt(3)  # t_{0.975,2} * s / sqrt(n), s = 1
+    assert f"| 5 ± {half_width:.2g} |" in rows[0]
+    assert not any(line.startswith("| sgd") for line in out.stdout.splitlines())
