@@ -16,11 +16,9 @@ import logging
 import math
 import os
 import pickle
-import platform
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +44,17 @@ from sam import (
     select_step,
 )
 from sam.checkpoint import CheckpointError, CheckpointManager, atomic_torch_save
-from sam.distributed import DistContext, all_reduce_sum, average_bn_stats, setup_distributed
+from sam.distributed import DistContext, all_reduce_sum, average_bn_stats, gather_objects, setup_distributed
 from sam.loop import EpochTotals, NonFiniteLossError, evaluate, train_one_epoch
 from sam.preemption import FaultInjector, PreemptionHandler
+from sam.provenance import device_name, git_commit
+from sam.randomness import RNGState
+from sam.schedule import SCHEDULES, warmup_then
 from sam.tracking import MetricsFile, NullTracker, WandbTracker
 
 log = logging.getLogger("train")
 REPO = Path(__file__).resolve().parent
 OPTIMIZERS = ("sgd", "sam", "asam")
-SCHEDULES = ("cosine", "constant")
 LOGGERS = ("none", "wandb")
 
 
@@ -201,7 +201,7 @@ def build(cfg: DictConfig, ctx: DistContext) -> Objects:
         )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         base,
-        lr_schedule(
+        warmup_then(
             cfg.schedule.name, cfg.epochs * steps_per_epoch, cfg.schedule.warmup_epochs * steps_per_epoch
         ),
     )
@@ -225,20 +225,6 @@ def build(cfg: DictConfig, ctx: DistContext) -> Objects:
         cfg.trainer.limit_val_batches,
         effective_m,
     )
-
-
-def lr_schedule(name: str, total_steps: int, warmup_steps: int):
-    """Multiplier of the peak lr at iteration s: linear warmup, then cosine to 0 (or constant)."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if name == "constant":
-            return 1.0
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -271,48 +257,10 @@ def eval_metrics(objs: Objects, loader, prefix: str, cfg: DictConfig) -> dict[st
     }
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def rng_state(device: torch.device) -> dict[str, Any]:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
 def finite_weights(model: nn.Module) -> bool:
     """False once a parameter or buffer holds NaN/inf: a checkpoint of such weights is no good to resume."""
     tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
     return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
-
-
-def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def gather_rng(device: torch.device, ctx: DistContext) -> list[dict[str, Any]]:
-    mine = rng_state(device)
-    if not ctx.distributed:
-        return [mine]
-    out: list[Any] = [None] * ctx.world_size
-    dist.all_gather_object(out, mine)
-    return out
 
 
 def make_tracker(cfg: DictConfig, run_dir: Path, resolved: dict, run_id: str | None, ctx: DistContext):
@@ -384,27 +332,264 @@ def check_same_run(state: dict[str, Any], resolved: dict[str, Any]) -> None:
         )
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Build everything, resume if a checkpoint exists, train, evaluate, write results.json."""
-    ctx = setup_distributed(cfg.device)
-    validate(cfg, ctx.world_size)
-    if cfg.trainer.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-    results_path = run_dir / "results.json"
-    # Test-only kill/signal/NaN points (tests/test_reliability.py); inert unless SAM_REPRO_FAULT is set.
-    faults = FaultInjector.from_env()
-    ckpts = CheckpointManager(run_dir / "checkpoints", fault=lambda stage: faults.hit(f"ckpt_{stage}"))
-    state = ckpts.load_latest(map_location="cpu")
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    if state is not None:
-        check_same_run(state, resolved)
-    if state is not None and state.get("finished") and results_path.exists():
-        log.info("%s is complete (results.json exists); nothing to do", run_dir)
-        return json.loads(results_path.read_text())
+@dataclass
+class Progress:
+    """Where the run is and what it has counted so far; every checkpoint holds all of it."""
 
+    epoch: int = 0
+    batch: int = 0  # the next batch of `epoch` (> 0 after a mid-epoch checkpoint)
+    global_step: int = 0
+    wall_time_s: float = 0.0  # spent by earlier processes of this run
+    train_seconds: float = 0.0
+    train_images: int = 0
+    wandb_run_id: str | None = None
+
+
+class Run:
+    """One run in one run directory: resume, epochs, checkpoints, preemption, results.json."""
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        run_dir: Path,
+        ctx: DistContext,
+        objs: Objects,
+        resolved: dict,
+        ckpts: CheckpointManager,
+        faults: FaultInjector,
+    ) -> None:
+        self.cfg, self.run_dir, self.ctx, self.objs, self.resolved = cfg, run_dir, ctx, objs, resolved
+        self.ckpts, self.faults = ckpts, faults
+        self.progress = Progress()
+        self.totals = EpochTotals().to(ctx.device)
+        self.metrics = MetricsFile(run_dir / "metrics.jsonl")
+        self.tracker: Any = NullTracker()
+        self.preemption = PreemptionHandler()
+        self.started = time.perf_counter()
+        self.last_checkpoint = time.monotonic()
+        minutes = cfg.trainer.checkpoint_interval_min
+        self.interval_s = 60.0 * minutes if minutes else math.inf
+        self.flags = torch.zeros(2, device=ctx.device)
+        self.epoch_first_step = 0
+
+    def wall_time(self) -> float:
+        return self.progress.wall_time_s + (time.perf_counter() - self.started)
+
+    # -- resume and checkpoints ---------------------------------------------------------------------
+    def resume(self, state: dict[str, Any]) -> None:
+        objs, ctx = self.objs, self.ctx
+        try:
+            objs.raw_model.load_state_dict(state["model"])
+            objs.optimizer.load_state_dict(state["optimizer"])
+            objs.scheduler.load_state_dict(state["scheduler"])
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise CheckpointError(
+                f"checkpoint {state['path']} does not fit this run's model/optimizer ({type(err).__name__}: "
+                f"{str(err)[:300]}...); resume with the command that wrote it, or use another hydra.run.dir"
+            ) from err
+        if objs.step_options.precision.scaler is not None and "scaler" in state:
+            objs.step_options.precision.scaler.load_state_dict(state["scaler"])
+        self.progress = Progress(**{k: state.get(k, v) for k, v in asdict(Progress()).items()})
+        self.totals = EpochTotals.from_state_dict(state["totals"], ctx.device)
+        if len(state["rng"]) == ctx.world_size:
+            RNGState.load(state["rng"][ctx.rank], ctx.device)
+        else:
+            log.warning(
+                "checkpoint has RNG states for %d processes, this run has %d: reseeding",
+                len(state["rng"]),
+                ctx.world_size,
+            )
+        p = self.progress
+        log.info(
+            "resumed from %s at epoch %d, batch %d (step %d)", state["path"], p.epoch, p.batch, p.global_step
+        )
+
+    def save_checkpoint(self, finished: bool = False) -> None:
+        objs = self.objs
+        rngs = gather_objects(RNGState(self.ctx.device).state_dict(), self.ctx)
+        if self.ctx.is_main and not finite_weights(objs.raw_model):
+            log.warning(
+                "weights are NaN/inf: not checkpointing, %s keeps the last good checkpoint", self.ckpts.dir
+            )
+        elif self.ctx.is_main:
+            payload = {
+                **asdict(self.progress),
+                "wall_time_s": self.wall_time(),
+                "wandb_run_id": self.tracker.run_id,
+                "finished": finished,
+                "model": objs.raw_model.state_dict(),
+                "optimizer": objs.optimizer.state_dict(),
+                "scheduler": objs.scheduler.state_dict(),
+                "rng": rngs,
+                "totals": self.totals.state_dict(),
+                "config": self.resolved,
+            }
+            if objs.step_options.precision.scaler is not None:
+                payload["scaler"] = objs.step_options.precision.scaler.state_dict()
+            self.ckpts.save(payload)
+        self.last_checkpoint = time.monotonic()
+
+    def exit_for_requeue(self) -> None:
+        log.warning(
+            "checkpointed at epoch %d batch %d; exiting for requeue", self.progress.epoch, self.progress.batch
+        )
+        self.tracker.finish(exit_code=1)
+        self.preemption.exit()
+
+    # -- hooks of the epoch loop ----------------------------------------------------------------------
+    def should_stop(self) -> bool:
+        """Preemption or a timed checkpoint; agreed by all ranks so nobody waits in a collective alone."""
+        if self.faults.hit("step") == "NAN":  # test-only: the weights turn NaN, so every later loss is NaN
+            with torch.no_grad():
+                for p in self.objs.raw_model.parameters():
+                    p.fill_(math.nan)
+        self.flags[0] = float(self.preemption.requested)
+        self.flags[1] = float(time.monotonic() - self.last_checkpoint > self.interval_s)
+        if self.ctx.distributed:
+            dist.all_reduce(self.flags, op=dist.ReduceOp.MAX)
+        return bool(self.flags.any())
+
+    def on_log(self, index: int, result: Any, seconds: float) -> None:
+        n = self.cfg.trainer.log_every_n_steps
+        metrics = {
+            "train/loss_at_w": float(result.loss),
+            "train/lr": self.objs.base_optimizer.param_groups[0]["lr"],
+            "train/grad_norm": float(result.grad_norm),
+            "train/images_per_s": n * self.cfg.batch_size / max(seconds, 1e-9),
+        }
+        self.tracker.log_step(metrics, step=self.epoch_first_step + index)
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    def train_epoch(self) -> bool:
+        """Train the current epoch from ``progress.batch``; False when it stopped early (checkpoint due)."""
+        cfg, objs, p = self.cfg, self.objs, self.progress
+        objs.data.train.set_epoch(p.epoch, p.batch)
+        self.epoch_first_step = p.global_step - p.batch
+        t0 = time.perf_counter()
+        index = train_one_epoch(
+            objs.model,
+            objs.optimizer,
+            objs.step_fn,
+            objs.step_options,
+            channels(objs.data.train, cfg.channels_last),
+            objs.scheduler,
+            self.totals,
+            num_batches=objs.steps_per_epoch,
+            start_batch=p.batch,
+            max_nonfinite_steps=cfg.trainer.max_nonfinite_steps,
+            check_every=cfg.trainer.log_every_n_steps,
+            after_step=(lambda: average_bn_stats(objs.model)) if self.ctx.distributed else None,
+            on_log=self.on_log,
+            should_stop=self.should_stop,
+            description=f"epoch {p.epoch + 1}/{cfg.epochs}",
+        )
+        seconds = time.perf_counter() - t0
+        self.totals.seconds += seconds
+        p.train_seconds += seconds
+        p.train_images += (index - p.batch) * cfg.batch_size
+        p.global_step += index - p.batch
+        p.batch = index
+        return index == objs.steps_per_epoch
+
+    def end_epoch(self) -> None:
+        cfg, p = self.cfg, self.progress
+        record = epoch_record(cfg, self.objs, self.totals, p.epoch, seconds=self.totals.seconds)
+        self.totals = self.totals.next_epoch().to(self.ctx.device)
+        p.epoch, p.batch = p.epoch + 1, 0
+        if self.ctx.is_main:
+            self.metrics.append(record)
+            self.tracker.log_epoch(record, step=p.global_step)
+            skipped = f"  skipped {record['skipped_steps']}" if record["skipped_steps"] else ""
+            log.info(
+                "epoch %d/%d  train loss %.4f err %.2f%%  test err %.2f%% (top-5 %.2f%%)  lr %.4g  %.0f img/s%s",
+                p.epoch,
+                cfg.epochs,
+                record["train_loss"],
+                record["train_error"],
+                record["test_error"],
+                record["test_error_top5"],
+                record["lr"],
+                record["images_per_s"],
+                skipped,
+            )
+
+    def train(self) -> None:
+        if self.ctx.is_main:
+            self.metrics.truncate_after(self.progress.epoch)
+            (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.resolved))
+        self.tracker = make_tracker(
+            self.cfg, self.run_dir, self.resolved, self.progress.wandb_run_id, self.ctx
+        )
+        self.preemption.install()
+        failed = True
+        try:
+            while self.progress.epoch < self.cfg.epochs:
+                if self.train_epoch():
+                    self.end_epoch()
+                    self.save_checkpoint(finished=self.progress.epoch == self.cfg.epochs)
+                else:  # stopped mid-epoch: checkpoint where we are
+                    self.save_checkpoint()
+                if self.preemption.requested:
+                    self.exit_for_requeue()
+            failed = False
+        finally:
+            self.preemption.uninstall()
+            if failed:
+                self.tracker.finish(exit_code=1)
+
+    def write_results(self) -> dict[str, Any]:
+        cfg, objs, ctx, p = self.cfg, self.objs, self.ctx, self.progress
+        sam_run = uses_sam(cfg)
+        results = {
+            "model": cfg.model.name,
+            "dataset": cfg.dataset.name,
+            "augment": cfg.augment,
+            "optimizer": cfg.optimizer.name if sam_run else "sgd",
+            "rho": cfg.rho if sam_run else 0.0,
+            "m": objs.effective_m if sam_run else None,
+            "seed": cfg.seed,
+            "epochs": cfg.epochs,
+            "label_noise": cfg.label_noise,
+            "label_noise_realised": objs.data.label_noise_realised,
+            **{k: v for k, v in eval_metrics(objs, objs.data.test, "test", cfg).items()},
+            "train_loss": _last_train_loss(self.run_dir),
+            "wall_time_s": self.wall_time(),
+            "images_per_s": p.train_images / max(p.train_seconds, 1e-9),
+            "num_params": sum(t.numel() for t in objs.raw_model.parameters()),
+            "world_size": ctx.world_size,
+            "precision": objs.step_options.precision.name,
+            "git_commit": git_commit(REPO),
+            "torch_version": torch.__version__,
+            "device_name": device_name(ctx.device),
+            "config": self.resolved,
+        }
+        if objs.data.val is not None:
+            results.update(eval_metrics(objs, objs.data.val, "val", cfg))
+        if ctx.is_main:
+            if cfg.trainer.save_final_model:
+                atomic_torch_save(
+                    {"model": objs.raw_model.state_dict(), "config": self.resolved},
+                    self.run_dir / "final_model.pt",
+                )
+            path = self.run_dir / "results.json"
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(results, indent=2))
+            os.replace(tmp, path)
+            self.tracker.summary(results)
+            self.tracker.finish()
+            log.info(
+                "done: test error %.2f%% (top-5 %.2f%%) -> %s",
+                results["test_error"],
+                results["test_error_top5"],
+                path,
+            )
+        return results
+
+
+def build_objects(cfg: DictConfig, ctx: DistContext) -> Objects:
+    """``build``, with unreadable dataset files turned into an error that names dataset.root."""
     try:
-        objs = build(cfg, ctx)
+        return build(cfg, ctx)
     except (OSError, EOFError, pickle.UnpicklingError) as err:  # the only files build reads: the dataset's
         if isinstance(err, FileNotFoundError):
             raise  # already names the missing files and how to get them
@@ -413,14 +598,33 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             f"({type(err).__name__}: {err}); expected the dataset's official files, intact (re-download or "
             "re-extract them)"
         ) from err
-    n_params = sum(p.numel() for p in objs.raw_model.parameters())
-    step_name = getattr(objs.step_fn, "__name__", str(objs.step_fn))
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Build everything, resume if a checkpoint exists, train, evaluate, write results.json."""
+    ctx = setup_distributed(cfg.device)
+    validate(cfg, ctx.world_size)
+    if cfg.trainer.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    # Test-only kill/signal/NaN points (tests/test_reliability.py); inert unless SAM_REPRO_FAULT is set.
+    faults = FaultInjector.from_env()
+    ckpts = CheckpointManager(run_dir / "checkpoints", fault=lambda stage: faults.hit(f"ckpt_{stage}"))
+    state = ckpts.load_latest(map_location="cpu")  # it remembers a bad last.pt, never to rotate it in
+    if state is not None:
+        check_same_run(state, resolved)
+        if state.get("finished") and (run_dir / "results.json").exists():
+            log.info("%s is complete (results.json exists); nothing to do", run_dir)
+            return json.loads((run_dir / "results.json").read_text())
+
+    objs = build_objects(cfg, ctx)
     log.info(
         "model %s (%.2fM params) | %s | %s on %s x%d | batch %d, m %d (examples per e(w)) | %d steps/epoch | %s",
         cfg.model.name,
-        n_params / 1e6,
+        sum(p.numel() for p in objs.raw_model.parameters()) / 1e6,
         cfg.dataset.name,
-        step_name,
+        getattr(objs.step_fn, "__name__", str(objs.step_fn)),
         device_name(ctx.device),
         ctx.world_size,
         cfg.batch_size,
@@ -434,221 +638,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             cfg.label_noise,
             objs.data.label_noise_realised,
         )
-
-    epoch, start_batch, global_step, wall_time, run_id = 0, 0, 0, 0.0, None
-    totals = EpochTotals().to(ctx.device)
-    train_seconds, train_images = 0.0, 0
+    run = Run(cfg, run_dir, ctx, objs, resolved, ckpts, faults)
     if state is not None:
-        try:
-            objs.raw_model.load_state_dict(state["model"])
-            objs.optimizer.load_state_dict(state["optimizer"])
-            objs.scheduler.load_state_dict(state["scheduler"])
-        except (KeyError, RuntimeError, ValueError) as err:
-            raise CheckpointError(
-                f"checkpoint {state['path']} does not fit this run's model/optimizer ({type(err).__name__}: "
-                f"{str(err)[:300]}...); resume with the command that wrote it, or use another hydra.run.dir"
-            ) from err
-        if objs.step_options.precision.scaler is not None and "scaler" in state:
-            objs.step_options.precision.scaler.load_state_dict(state["scaler"])
-        epoch, start_batch, global_step = state["epoch"], state["batch"], state["global_step"]
-        wall_time, run_id = state["wall_time_s"], state.get("wandb_run_id")
-        train_seconds, train_images = state["train_seconds"], state["train_images"]
-        totals = EpochTotals.from_state_dict(state["totals"], ctx.device)
-        rngs = state["rng"]
-        if len(rngs) == ctx.world_size:
-            set_rng_state(rngs[ctx.rank], ctx.device)
-        else:
-            log.warning(
-                "checkpoint has RNG states for %d processes, this run has %d: reseeding",
-                len(rngs),
-                ctx.world_size,
-            )
-        log.info(
-            "resumed from %s at epoch %d, batch %d (step %d)", state["path"], epoch, start_batch, global_step
-        )
+        run.resume(state)
     del state
-
-    metrics_file = MetricsFile(run_dir / "metrics.jsonl")
-    if ctx.is_main:
-        metrics_file.truncate_after(epoch)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
-    tracker = make_tracker(cfg, run_dir, resolved, run_id, ctx)
-    preemption = PreemptionHandler().install()
-    interval_s = (
-        60.0 * cfg.trainer.checkpoint_interval_min if cfg.trainer.checkpoint_interval_min else math.inf
-    )
-    last_ckpt = time.monotonic()
-
-    def save_checkpoint(next_epoch: int, next_batch: int, finished: bool = False) -> None:
-        nonlocal last_ckpt
-        rngs = gather_rng(ctx.device, ctx)
-        if ctx.is_main and not finite_weights(objs.raw_model):
-            log.warning(
-                "weights are NaN/inf: not checkpointing, %s keeps the last good checkpoint", ckpts.dir
-            )
-        elif ctx.is_main:
-            payload = {
-                "epoch": next_epoch,
-                "batch": next_batch,
-                "global_step": global_step,
-                "finished": finished,
-                "model": objs.raw_model.state_dict(),
-                "optimizer": objs.optimizer.state_dict(),
-                "scheduler": objs.scheduler.state_dict(),
-                "rng": rngs,
-                "totals": totals.state_dict(),
-                "wall_time_s": wall_time + (time.perf_counter() - started),
-                "config": resolved,
-                "wandb_run_id": tracker.run_id,
-                "train_seconds": train_seconds,
-                "train_images": train_images,
-            }
-            if objs.step_options.precision.scaler is not None:
-                payload["scaler"] = objs.step_options.precision.scaler.state_dict()
-            ckpts.save(payload)
-        last_ckpt = time.monotonic()
-
-    flags = torch.zeros(2, device=ctx.device)
-
-    def should_stop() -> bool:
-        """Preemption or a timed checkpoint; agreed by all ranks so nobody waits in a collective alone."""
-        if faults.hit("step") == "NAN":  # test-only: the weights turn NaN, so every later loss is NaN
-            with torch.no_grad():
-                for p in objs.raw_model.parameters():
-                    p.fill_(math.nan)
-        flags[0] = float(preemption.requested)
-        flags[1] = float(time.monotonic() - last_ckpt > interval_s)
-        if ctx.distributed:
-            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        return bool(flags.any())
-
-    def on_log(index: int, result, seconds: float) -> None:
-        lr = objs.base_optimizer.param_groups[0]["lr"]
-        n = cfg.trainer.log_every_n_steps
-        tracker.log_step(
-            {
-                "train/loss_at_w": float(result.loss),
-                "train/lr": lr,
-                "train/grad_norm": float(result.grad_norm),
-                "train/images_per_s": n * cfg.batch_size / max(seconds, 1e-9),
-            },
-            step=global_step0 + index,
-        )
-
-    started = time.perf_counter()
-    exit_code = 0
-    try:
-        while epoch < cfg.epochs:
-            objs.data.train.set_epoch(epoch, start_batch)
-            global_step0 = global_step - start_batch
-            t0 = time.perf_counter()
-            index = train_one_epoch(
-                objs.model,
-                objs.optimizer,
-                objs.step_fn,
-                objs.step_options,
-                channels(objs.data.train, cfg.channels_last),
-                objs.scheduler,
-                totals,
-                num_batches=objs.steps_per_epoch,
-                start_batch=start_batch,
-                max_nonfinite_steps=cfg.trainer.max_nonfinite_steps,
-                check_every=cfg.trainer.log_every_n_steps,
-                after_step=(lambda: average_bn_stats(objs.model)) if ctx.distributed else None,
-                on_log=on_log,
-                should_stop=should_stop,
-                description=f"epoch {epoch + 1}/{cfg.epochs}",
-            )
-            seconds = time.perf_counter() - t0
-            totals.seconds += seconds
-            train_seconds += seconds
-            done = index - start_batch
-            train_images += done * cfg.batch_size
-            global_step += done
-            if index < objs.steps_per_epoch:  # stopped mid-epoch: checkpoint where we are
-                start_batch = index
-                save_checkpoint(epoch, start_batch)
-                if preemption.requested:
-                    log.warning("checkpointed at epoch %d batch %d; exiting for requeue", epoch, index)
-                    tracker.finish(exit_code=1)
-                    preemption.exit()
-                continue
-
-            record = epoch_record(cfg, objs, totals, epoch, seconds=totals.seconds)
-            totals = totals.next_epoch().to(ctx.device)
-            epoch, start_batch = epoch + 1, 0
-            if ctx.is_main:
-                metrics_file.append(record)
-                tracker.log_epoch(record, step=global_step)
-                log.info(
-                    "epoch %d/%d  train loss %.4f err %.2f%%  test err %.2f%% (top-5 %.2f%%)  lr %.4g  %.0f img/s%s",
-                    epoch,
-                    cfg.epochs,
-                    record["train_loss"],
-                    record["train_error"],
-                    record["test_error"],
-                    record["test_error_top5"],
-                    record["lr"],
-                    record["images_per_s"],
-                    f"  skipped {record['skipped_steps']}" if record["skipped_steps"] else "",
-                )
-            save_checkpoint(epoch, 0, finished=epoch == cfg.epochs)
-            if preemption.requested:
-                tracker.finish(exit_code=1)
-                preemption.exit()
-    except BaseException:
-        exit_code = 1
-        raise
-    finally:
-        preemption.uninstall()
-        if exit_code:
-            tracker.finish(exit_code=exit_code)
-
-    final = eval_metrics(objs, objs.data.test, "test", cfg)
-    results = {
-        "model": cfg.model.name,
-        "dataset": cfg.dataset.name,
-        "augment": cfg.augment,
-        "optimizer": cfg.optimizer.name if uses_sam(cfg) else "sgd",
-        "rho": cfg.rho if uses_sam(cfg) else 0.0,
-        "m": objs.effective_m if uses_sam(cfg) else None,
-        "seed": cfg.seed,
-        "epochs": cfg.epochs,
-        "label_noise": cfg.label_noise,
-        "label_noise_realised": objs.data.label_noise_realised,
-        "test_error": final["test_error"],
-        "test_error_top5": final["test_error_top5"],
-        "test_loss": final["test_loss"],
-        "train_loss": _last_train_loss(run_dir),
-        "wall_time_s": wall_time + (time.perf_counter() - started),
-        "images_per_s": train_images / max(train_seconds, 1e-9),
-        "num_params": n_params,
-        "world_size": ctx.world_size,
-        "precision": objs.step_options.precision.name,
-        "git_commit": git_commit(),
-        "torch_version": torch.__version__,
-        "device_name": device_name(ctx.device),
-        "config": resolved,
-    }
-    if objs.data.val is not None:
-        results.update(eval_metrics(objs, objs.data.val, "val", cfg))
-    if ctx.is_main:
-        if cfg.trainer.save_final_model:
-            atomic_torch_save(
-                {"model": objs.raw_model.state_dict(), "config": resolved}, run_dir / "final_model.pt"
-            )
-        tmp = results_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=2))
-        os.replace(tmp, results_path)
-        tracker.summary(results)
-        tracker.finish()
-        log.info(
-            "done: test error %.2f%% (top-5 %.2f%%) -> %s",
-            results["test_error"],
-            results["test_error_top5"],
-            results_path,
-        )
-    return results
+    run.train()
+    return run.write_results()
 
 
 def epoch_record(

@@ -56,6 +56,15 @@ def setup_distributed(device_name: str) -> DistContext:
     return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=device)
 
 
+def gather_objects(obj: object, ctx: DistContext) -> list[object]:
+    """Every rank's ``obj``, in rank order (a one-element list without DDP)."""
+    if not ctx.distributed:
+        return [obj]
+    out: list[object] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def all_reduce_sum(tensor: Tensor) -> Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
 class RNGState:
@@ -28,6 +28,17 @@ class RNGState:
         torch.set_rng_state(self.cpu)
         if self.cuda_device is not None:
             torch.cuda.set_rng_state(self.cuda, self.cuda_device)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """For checkpoints (tensors only, so ``torch.load(weights_only=True)`` reads it back)."""
+        return {"cpu": self.cpu} if self.cuda is None else {"cpu": self.cpu, "cuda": self.cuda}
+
+    @staticmethod
+    def load(state: dict[str, Tensor], device: torch.device) -> None:
+        """Set the generators from a :meth:`state_dict` (the CUDA one only on a CUDA device)."""
+        torch.set_rng_state(state["cpu"])
+        if device.type == "cuda" and "cuda" in state:
+            torch.cuda.set_rng_state(state["cuda"], device)
 
 
 @contextmanager
