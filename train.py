@@ -449,13 +449,12 @@ class Run:
             dist.all_reduce(self.flags, op=dist.ReduceOp.MAX)
         return bool(self.flags.any())
 
-    def on_log(self, index: int, result: Any, seconds: float) -> None:
-        n = self.cfg.trainer.log_every_n_steps
+    def on_log(self, index: int, result: Any, images_per_s: float) -> None:
         metrics = {
             "train/loss_at_w": float(result.loss),
             "train/lr": self.objs.base_optimizer.param_groups[0]["lr"],
             "train/grad_norm": float(result.grad_norm),
-            "train/images_per_s": n * self.cfg.batch_size / max(seconds, 1e-9),
+            "train/images_per_s": images_per_s * self.ctx.world_size,
         }
         self.tracker.log_step(metrics, step=self.epoch_first_step + index)
 

@@ -83,7 +83,7 @@ def train_one_epoch(
     max_nonfinite_steps: int = 100,
     check_every: int = 50,
     after_step: Callable[[], None] | None = None,
-    on_log: Callable[[int, StepResult, float], None] | None = None,
+    on_log: Callable[[int, StepResult, float], None] | None = None,  # (batch index, result, images/s)
     should_stop: Callable[[], bool] = lambda: False,
     description: str = "train",
 ) -> int:
@@ -102,7 +102,7 @@ def train_one_epoch(
         dynamic_ncols=True,
         disable=not sys.stderr.isatty(),
     )
-    tick = time.perf_counter()
+    tick, examples_at_tick = time.perf_counter(), totals.examples
     try:
         for x, y in batches:
             if index >= num_batches:
@@ -124,10 +124,12 @@ def train_one_epoch(
                         f"or use precision=fp32; the last good checkpoint is kept."
                     )
                 now = time.perf_counter()
+                images_per_s = (totals.examples - examples_at_tick) / max(now - tick, 1e-9)  # this process's
+                tick, examples_at_tick = now, totals.examples
                 if on_log is not None:
-                    on_log(index, result, now - tick)
-                tick = now
-                bar.set_postfix(loss=f"{float(result.loss):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.4g}")
+                    on_log(index, result, images_per_s)
+                lr = optimizer.param_groups[0]["lr"]
+                bar.set_postfix(loss=f"{float(result.loss):.4f}", lr=f"{lr:.4g}", img_s=f"{images_per_s:.0f}")
             if should_stop():
                 break
     finally:
