@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -42,3 +43,26 @@ def write_fake_cifar(root: Path, name: str, n_train: int = 500, n_test: int = 10
     else:
         raise ValueError(f"name={name!r} is not one of cifar10, cifar100")
     return root
+
+
+def write_fake_run(root: Path, name: str, **fields) -> Path:
+    """A run directory with a results.json as train.py writes it (the fields compare/plot read)."""
+    run = {
+        "model": "wrn28_10",
+        "dataset": "cifar100",
+        "augment": "cutout",
+        "optimizer": "sam",
+        "rho": 0.1,
+        "m": 32,
+        "seed": 0,
+        "epochs": 200,
+        "label_noise": 0.0,
+        "test_error": 15.0,
+        "test_error_top5": None,
+        "train_loss": 0.1,
+        **fields,
+    }
+    run_dir = Path(root) / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.json").write_text(json.dumps(run))
+    return run_dir

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fake_data import write_fake_run
 
 from scripts.paper_tables import load_paper_cells
 
@@ -88,26 +89,7 @@ def test_paper_tables_have_all_cells_and_the_papers_numbers():
         load_paper_cells(["table3"])
 
 
-def write_run(root: Path, name: str, **fields) -> Path:
-    run = {
-        "model": "wrn28_10",
-        "dataset": "cifar100",
-        "augment": "cutout",
-        "optimizer": "sam",
-        "rho": 0.1,
-        "m": 32,
-        "seed": 0,
-        "epochs": 200,
-        "label_noise": 0.0,
-        "test_error": 15.0,
-        "test_error_top5": None,
-        "train_loss": 0.1,
-    }
-    run.update(fields)
-    run_dir = root / name
-    run_dir.mkdir(parents=True)
-    (run_dir / "results.json").write_text(json.dumps(run))
-    return run_dir
+write_run = write_fake_run
 
 
 def run_compare(*args) -> subprocess.CompletedProcess:

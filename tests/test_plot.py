@@ -7,32 +7,18 @@ from pathlib import Path
 
 import matplotlib.image
 import numpy as np
+from fake_data import write_fake_run
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def write_run(root: Path, name: str, epochs_logged: int = 5, **fields) -> Path:
-    run = {
-        "model": "wrn28_10",
-        "dataset": "cifar100",
-        "augment": "cutout",
-        "optimizer": "sam",
-        "rho": 0.05,
-        "m": 32,
-        "seed": 0,
-        "epochs": 200,
-        "label_noise": 0.0,
-        "test_error": 16.0,
-        "test_error_top5": None,
-        "train_loss": 0.1,
-    }
-    run.update(fields)
-    run_dir = root / name
-    run_dir.mkdir(parents=True)
-    (run_dir / "results.json").write_text(json.dumps(run))
+    """A run directory with results.json and a metrics.jsonl of ``epochs_logged`` epochs."""
+    run_dir = write_fake_run(root, name, **{"rho": 0.05, "test_error": 16.0, **fields})
+    test_error = json.loads((run_dir / "results.json").read_text())["test_error"]
     lines = [
-        json.dumps({"epoch": e, "train_loss": 3.0 / e, "test_error": run["test_error"] + 30.0 / e, "lr": 0.1})
+        json.dumps({"epoch": e, "train_loss": 3.0 / e, "test_error": test_error + 30.0 / e, "lr": 0.1})
         for e in range(1, epochs_logged + 1)
     ]
     (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
