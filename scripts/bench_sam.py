@@ -514,6 +514,38 @@ def report(variants: list[Variant], peaks: dict[str, int] | None, pbytes: int, a
     )
 
 
+def kernel_floor(
+    model: nn.Module, batch: tuple[Tensor, Tensor], m: int, device: torch.device, rounds: int
+) -> float:
+    """Plain forward+backward of the batch in chunks of m over one whole-batch pass (no SAM work at all).
+
+    The chunked step cannot be cheaper than this ratio times plain SAM: it is what smaller batches cost
+    the convolution kernels on this device.
+    """
+    model = copy.deepcopy(model).to(device)
+    x, y = batch
+    loss_fn = nn.CrossEntropyLoss()
+
+    def whole() -> None:
+        loss_fn(model(x), y).backward()
+
+    def chunked() -> None:
+        for xc, yc in zip(x.split(m), y.split(m)):
+            loss_fn(model(xc), yc).backward()
+
+    times: dict[str, list[float]] = {"whole": [], "chunked": []}
+    for r in range(rounds + 1):
+        for name, fn in (("whole", whole), ("chunked", chunked)):
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            if r:  # the first round warms up
+                times[name].append(time.perf_counter() - t0)
+            model.zero_grad(set_to_none=True)
+    return statistics.median(times["chunked"]) / statistics.median(times["whole"])
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads is not None:
@@ -551,6 +583,12 @@ def main(argv: list[str] | None = None) -> None:
         print("\npeak memory per variant (fresh model and optimizer, two steps each)", flush=True)
         peaks = (cuda_peaks if device.type == "cuda" else cpu_peaks)(args, args.variants, device)
     report(variants, peaks, pbytes, args)
+    if "chunked" in args.variants:
+        floor = kernel_floor(base_model, batches[0], args.m, device, args.rounds)
+        print(
+            f"kernel floor: forward+backward in {args.batch_size // args.m} chunks of {args.m} takes {floor:.2f}x "
+            f"one batch of {args.batch_size} on this device, before any SAM work"
+        )
     print(f"\nafter the run: {load_line()}")
 
 
