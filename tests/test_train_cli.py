@@ -263,3 +263,15 @@ def test_slurm_launcher_config_composes_with_overridable_fields():
         "signal_delay_s: 300",
     ):
         assert line in out.stdout, line
+
+
+@pytest.mark.slow
+def test_compile_and_channels_last_train_the_same_model(tmp_path):
+    """torch.compile (inductor on CPU) with channels_last: same SAM updates as eager, within float noise."""
+    common = [*SMALL, "dataset=digits", "epochs=1", "batch_size=64", "m=32", "trainer.limit_train_batches=3"]
+    run_train(common, tmp_path / "eager")
+    run_train([*common, "compile=true", "channels_last=true"], tmp_path / "compiled", timeout=900)
+    a, b = final_weights(tmp_path / "eager"), final_weights(tmp_path / "compiled")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4, msg=k)
