@@ -550,7 +550,7 @@ class Run:
             "epochs": cfg.epochs,
             "label_noise": cfg.label_noise,
             "label_noise_realised": objs.data.label_noise_realised,
-            **{k: v for k, v in eval_metrics(objs, objs.data.test, "test", cfg).items()},
+            **eval_metrics(objs, objs.data.test, "test", cfg),
             "train_loss": _last_train_loss(self.run_dir),
             "wall_time_s": self.wall_time(),
             "images_per_s": p.train_images / max(p.train_seconds, 1e-9),

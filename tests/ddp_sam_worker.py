@@ -46,12 +46,18 @@ def main(out_dir: str) -> None:
     report: dict = {"rank": rank}
 
     # synced: e(w) from the all-reduced gradient == single-process full-batch SAM
-    ddp, single = DDP(mlp()), mlp()
-    o_ddp, o_single = sam_opt(ddp), sam_opt(single)
-    for x, y in data:
-        sam_step(ddp, o_ddp, x[shard], y[shard], opts["synced"])
-        sam_step(single, o_single, x, y, opts["synced"])
-    report["synced_vs_full_batch"] = max_diff(ddp.module, single)
+    def ddp_vs_one_process(m_ddp: int | None, m_single: int | None, mode: str) -> float:
+        """Train a DDP replica on its shard and one process on the whole batch; max weight difference."""
+        ddp, single = DDP(mlp()), mlp()
+        o_ddp, o_single = sam_opt(ddp), sam_opt(single)
+        step_ddp = select_step(o_ddp, m=m_ddp, per_device_batch=16 // world)
+        step_single = select_step(o_single, m=m_single, per_device_batch=16)
+        for x, y in data:
+            step_ddp(ddp, o_ddp, x[shard], y[shard], opts[mode])
+            step_single(single, o_single, x, y, opts[mode])
+        return max_diff(ddp.module, single)
+
+    report["synced_vs_full_batch"] = ddp_vs_one_process(None, None, "synced")
 
     # per_replica: mean over shards of each shard's SAM gradient, computed by hand
     ddp = DDP(mlp())
@@ -80,14 +86,7 @@ def main(out_dir: str) -> None:
     report["one_device_chunks_vs_per_replica_ddp"] = max_diff(chunked, per_replica_model)
 
     # chunks inside each replica (m = 4): equals one device with m = 4 over the global batch
-    ddp, single = DDP(mlp()), mlp()
-    o_ddp, o_single = sam_opt(ddp), sam_opt(single)
-    step_ddp = select_step(o_ddp, m=4, per_device_batch=16 // world)
-    step_single = select_step(o_single, m=4, per_device_batch=16)
-    for x, y in data:
-        step_ddp(ddp, o_ddp, x[shard], y[shard], opts["per_replica"])
-        step_single(single, o_single, x, y, opts["per_replica"])
-    report["ddp_chunks_vs_one_device_chunks"] = max_diff(ddp.module, single)
+    report["ddp_chunks_vs_one_device_chunks"] = ddp_vs_one_process(4, 4, "per_replica")
 
     # fp16 GradScaler logic: an overflow in pass 1 on rank 1 only skips the step on every rank
     ddp = DDP(mlp())
