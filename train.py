@@ -33,24 +33,18 @@ from torch.nn.parallel import DistributedDataParallel
 
 from data import DataBundle, build_data
 from models import create_model
-from sam import (
-    PERTURBATION_MODES,
-    PRECISIONS,
-    SAM,
-    WEIGHT_DECAY_MODES,
-    StepOptions,
-    decoupled_param_groups,
-    resolve_precision,
-    select_step,
-)
-from sam.checkpoint import CheckpointError, CheckpointManager, atomic_torch_save
-from sam.distributed import DistContext, all_reduce_sum, average_bn_stats, gather_objects, setup_distributed
-from sam.loop import EpochTotals, NonFiniteLossError, evaluate, train_one_epoch
-from sam.preemption import FaultInjector, PreemptionHandler
-from sam.provenance import device_name, git_commit
+from sam import SAM, StepOptions, decoupled_param_groups, resolve_precision, select_step
+from sam.precision import PRECISIONS
+from sam.steps import PERTURBATION_MODES
+from sam.weight_decay import WEIGHT_DECAY_MODES
+from sam.trainer.checkpoint import CheckpointError, CheckpointManager, atomic_torch_save
+from sam.trainer.distributed import DistContext, all_reduce_sum, average_bn_stats, gather_objects, setup_distributed
+from sam.trainer.loop import EpochTotals, NonFiniteLossError, evaluate, train_one_epoch
+from sam.trainer.preemption import FaultInjector, PreemptionHandler
+from sam.trainer.provenance import device_name, git_commit
 from sam.randomness import RNGState
-from sam.schedule import SCHEDULES, warmup_then
-from sam.tracking import MetricsFile, NullTracker, WandbTracker
+from sam.trainer.schedule import SCHEDULES, warmup_then
+from sam.trainer.tracking import MetricsFile, NullTracker, WandbTracker
 
 log = logging.getLogger("train")
 REPO = Path(__file__).resolve().parent

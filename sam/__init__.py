@@ -1,14 +1,15 @@
-"""sam: Sharpness-Aware Minimization for PyTorch, exact and fast.
+"""sam: Sharpness-Aware Minimization for PyTorch, exact and fast (needs torch only).
 
-``SAM`` (ASAM via ``adaptive=True``), ``frozen_bn_stats``, and the step functions the trainer uses.
+``SAM`` (ASAM via ``adaptive=True``), ``frozen_bn_stats``, and the step functions that wrap the two
+passes with what a real run needs (L2 weight decay, clipping, AMP, m-sharpness chunks, DDP). The
+trainer's plumbing lives in ``sam.trainer`` and is never imported from here.
 """
 
-from sam.batchnorm import ChunkedBNStats, frozen_bn_stats
+from sam.batchnorm import frozen_bn_stats
 from sam.optimizer import SAM, global_grad_norm
-from sam.precision import PRECISIONS, Precision, resolve_precision
-from sam.randomness import RNGState, true_gradient
+from sam.precision import Precision, resolve_precision
+from sam.randomness import true_gradient
 from sam.steps import (
-    PERTURBATION_MODES,
     StepOptions,
     StepResult,
     sam_step,
@@ -17,19 +18,13 @@ from sam.steps import (
     sgd_step,
     sgd_step_chunked,
 )
-from sam.weight_decay import WEIGHT_DECAY_MODES, add_l2_gradient_, decoupled_param_groups
+from sam.weight_decay import decoupled_param_groups
 
 __all__ = [
-    "PERTURBATION_MODES",
-    "PRECISIONS",
     "SAM",
-    "WEIGHT_DECAY_MODES",
-    "ChunkedBNStats",
     "Precision",
-    "RNGState",
     "StepOptions",
     "StepResult",
-    "add_l2_gradient_",
     "decoupled_param_groups",
     "frozen_bn_stats",
     "global_grad_norm",

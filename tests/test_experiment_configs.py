@@ -26,7 +26,7 @@ import train
 from data.augment import make_spec
 from data.build import DATASET_AUGMENTS, DATASETS, LOADERS
 from models import create_model, list_models
-from sam import WEIGHT_DECAY_MODES
+from sam.weight_decay import WEIGHT_DECAY_MODES
 from scripts.paper_tables import find_paper_cell, load_paper_cells
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@
 - Determinism: same seed -> identical numbers and weights; another seed -> different ones.
 
 Kills and signals are injected at exact points with the test-only ``SAM_REPRO_FAULT`` variable
-(``sam.preemption.FaultInjector``): ``step:N[:SIGNAL|NAN]`` after the N-th step of the process,
+(``sam.trainer.preemption.FaultInjector``): ``step:N[:SIGNAL|NAN]`` after the N-th step of the process,
 ``ckpt_{written,synced,rotated}:N`` inside its N-th checkpoint write; the default signal is SIGKILL.
 """
 
@@ -49,9 +49,9 @@ from fake_data import write_fake_cifar
 from torch import nn
 
 from sam import SAM, Precision, StepOptions, sam_step, sgd_step
-from sam.checkpoint import FORMAT, CheckpointError, CheckpointManager
-from sam.loop import EpochTotals, NonFiniteLossError, train_one_epoch
-from sam.preemption import FaultInjector, PreemptionHandler
+from sam.trainer.checkpoint import FORMAT, CheckpointError, CheckpointManager
+from sam.trainer.loop import EpochTotals, NonFiniteLossError, train_one_epoch
+from sam.trainer.preemption import FaultInjector, PreemptionHandler
 
 # 2 epochs x 4 steps of a 0.08M-parameter WRN on digits. Dropout (global RNG), m=16 (two e(w) chunks per
 # batch) and the basic augmentation (per-epoch draws) are on, so a resume must restore all of them.
@@ -313,7 +313,7 @@ def test_a_bad_last_checkpoint_is_named_skipped_and_never_kept(tmp_path, caplog,
     else:
         last.write_bytes(b"")
     resumed = CheckpointManager(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="sam.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="sam.trainer.checkpoint"):
         assert resumed.load_latest()["step"] == 1
     assert str(last) in caplog.text
     resumed.save({"step": 3})  # the bad file is overwritten, not rotated into prev.pt
