@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
+from sam.optimizer import global_grad_norm
+
 LossClosure = Callable[[], Tensor]
 
 
@@ -211,10 +213,6 @@ def hessian_eigenvalues(
     )
 
 
-def _global_norm(tensors: list[Tensor]) -> float:
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors])).item()
-
-
 def _chunks_of(batches: Iterable[tuple[Tensor, Tensor]], m: int) -> Iterable[tuple[Tensor, Tensor]]:
     """Re-cut (x, y) batches into chunks of exactly m examples (a final remainder < m is dropped)."""
     xs: list[Tensor] = []
@@ -278,13 +276,13 @@ def m_sharpness(
             rises: list[float] = []  # L_S(w + eps) - L_S(w) at each iterate
             for _ in range(ascent_steps):
                 grads = _grads(loss_fn(model(x), y), params, create_graph=False)
-                gnorm = _global_norm(grads)
+                gnorm = global_grad_norm(grads).item()
                 if gnorm == 0.0:  # a stationary point of L_S: eps stays where it is
                     rises.append(rises[-1] if rises else 0.0)
                     break
                 with torch.no_grad():
                     torch._foreach_add_(eps, grads, alpha=step / gnorm)
-                    enorm = _global_norm(eps)
+                    enorm = global_grad_norm(eps).item()
                     if enorm > rho:  # project back onto the rho-ball
                         torch._foreach_mul_(eps, rho / enorm)
                     for p, w, e in zip(params, saved, eps, strict=True):
