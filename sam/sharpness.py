@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from sam.optimizer import global_grad_norm
 
 LossClosure = Callable[[], Tensor]
+EIGEN_METHODS = ("lanczos", "eigsh")
 
 
 def _as_closures(loss_fn: LossClosure | Sequence[LossClosure]) -> list[LossClosure]:
@@ -163,6 +164,44 @@ def lanczos_top_eigenvalues(
     return _top_ritz_values(alphas, betas, k)
 
 
+def eigsh_top_eigenvalues(
+    matvec: Callable[[Tensor], Tensor],
+    dim: int,
+    k: int = 5,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """Top-k eigenvalues of a symmetric linear map by scipy's ``eigsh`` (ARPACK, implicitly restarted Lanczos).
+
+    ``matvec`` takes and returns a flat tensor of ``dtype`` on ``device``; ARPACK works in float64 on the
+    CPU. Stopping rule (ARPACK's): every Ritz pair's residual ||A x - theta x|| <= tol * |theta|, or
+    ``max_iter`` restarts (then ArpackNoConvergence). The start vector is drawn from a CPU generator seeded
+    with ``seed``. Returns a float64 CPU tensor sorted descending. Needs scipy (the ``[analysis]`` extra),
+    imported here so that ``import sam`` stays torch-only.
+    """
+    import numpy as np
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    if k < 1 or k >= dim:
+        raise ValueError(f"k must be in [1, dim={dim}) for eigsh, got {k}")
+    if not tol > 0:
+        raise ValueError(f"tol must be > 0, got {tol}")
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+
+    def apply(v: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64).reshape(-1)).to(device, dtype)
+        return matvec(x).detach().to("cpu", torch.float64).numpy()
+
+    operator = LinearOperator((dim, dim), matvec=apply, dtype=np.float64)
+    start = torch.randn(dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).numpy()
+    values = eigsh(operator, k=k, which="LA", tol=tol, maxiter=max_iter, v0=start, return_eigenvectors=False)
+    return torch.from_numpy(np.sort(values)[::-1].copy())
+
+
 def hessian_eigenvalues(
     loss_fn: LossClosure | Sequence[LossClosure],
     params: list[Tensor],
@@ -170,6 +209,8 @@ def hessian_eigenvalues(
     tol: float = 1e-3,
     max_iter: int = 100,
     seed: int = 0,
+    method: str = "lanczos",
+    on_matvec: Callable[[], None] | None = None,
 ) -> Tensor:
     """Top-k (largest algebraic) eigenvalues of the Hessian of loss_fn() w.r.t. params, sorted descending.
 
@@ -184,7 +225,12 @@ def hessian_eigenvalues(
     chunk's summed loss divided by the total number of examples); each product then re-runs them one by
     one. Put the model in the mode you want measured (eval() for BatchNorm running statistics) first.
     Memory: the Lanczos basis holds up to max_iter vectors of the size of params.
+
+    method="eigsh" runs scipy's ARPACK on the same products instead (eigsh_top_eigenvalues: residual-based
+    stopping, needs scipy). on_matvec, if given, is called once per Hessian-vector product (benchmarks).
     """
+    if method not in EIGEN_METHODS:
+        raise ValueError(f"method={method!r} is not one of {EIGEN_METHODS}")
     params = list(params)
     if not params:
         raise ValueError("params is empty")
@@ -193,15 +239,21 @@ def hessian_eigenvalues(
     if len(closures) == 1:
         grads = _grads(closures[0](), params, create_graph=True)  # one graph, reused by every product
 
-        def matvec(flat: Tensor) -> Tensor:
+        def hvp(flat: Tensor) -> Tensor:
             return _flatten(_hvp_from_grads(grads, params, _unflatten(flat, params)))
 
     else:
 
-        def matvec(flat: Tensor) -> Tensor:
+        def hvp(flat: Tensor) -> Tensor:
             return _flatten(hessian_vector_product(closures, params, _unflatten(flat, params)))
 
-    return lanczos_top_eigenvalues(
+    def matvec(flat: Tensor) -> Tensor:
+        if on_matvec is not None:
+            on_matvec()
+        return hvp(flat)
+
+    solver = lanczos_top_eigenvalues if method == "lanczos" else eigsh_top_eigenvalues
+    return solver(
         matvec,
         dim,
         k=k,
