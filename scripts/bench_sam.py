@@ -54,11 +54,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # models/ is not installed: it runs from the repo root
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, scripts/
 
-from sam import SAM, StepOptions, StepResult, resolve_precision, select_step  # noqa: E402
+from sam import SAM, StepOptions, StepResult, resolve_precision, select_step
 
 MODELS = ("resnet18", "wrn16_8")
 VARIANTS = ("sgd", "sam", "asam", "chunked")

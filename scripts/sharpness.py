@@ -30,11 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # models/ and data/ are not installed: they run from the repo root
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, scripts/
 
-from sam.sharpness import hessian_eigenvalues, m_sharpness  # noqa: E402
+from sam.sharpness import hessian_eigenvalues, m_sharpness
 
 STOPPING_RULE = (
     "scipy eigsh (ARPACK implicitly restarted Lanczos); stopped when every Ritz pair's residual "
