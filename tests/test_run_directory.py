@@ -247,11 +247,9 @@ def test_wandb_api_key_and_server_probes(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------------------- compare/plot
-def test_compare_and_plot_list_a_nan_run_as_failed_and_summarise_the_others(tmp_path, monkeypatch, capsys):
+def test_compare_and_plot_list_a_nan_run_as_failed_and_summarise_the_others(tmp_path, capsys):
     """Both scripts' ``main`` in-process (their imports cost seconds per subprocess)."""
-    monkeypatch.syspath_prepend(str(REPO / "scripts"))
-    import compare
-    import plot
+    from scripts import compare, plot
 
     runs = tmp_path / "runs"
     for seed, err in enumerate([15.0, 16.0]):
