@@ -55,14 +55,14 @@ __all__ = [
     "AESAM",
     "ESAM",
     "GSAM",
-    "LateSAM",
-    "LookSAM",
     "MESA",
-    "RandomSwitchSAM",
     "SAMON",
     "VARIANTS",
-    "VariantSAM",
     "WITHOUT_RHO",
+    "LateSAM",
+    "LookSAM",
+    "RandomSwitchSAM",
+    "VariantSAM",
     "build_variant",
     "normalization_parameters",
     "step_generator",
@@ -99,7 +99,9 @@ def build_variant(
                 raise ValueError(f"{name}: {epoch_key} needs steps_per_epoch")
             value = options.pop(epoch_key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name}: {epoch_key}={value!r} is invalid: it must be a number of epochs >= 0")
+                raise ValueError(
+                    f"{name}: {epoch_key}={value!r} is invalid: it must be a number of epochs >= 0"
+                )
             options[step_key] = round(value * steps_per_epoch)
     accepted = [
         p
@@ -109,10 +111,10 @@ def build_variant(
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         valid = ", ".join(sorted({*accepted, *(_EPOCH_KEYS if name == "mesa" else ())} - {"start_step"}))
-        raise ValueError(f"optimizer.variant has unknown key(s) {unknown} for {name}; valid: {valid or 'none'}")
+        raise ValueError(
+            f"optimizer.variant has unknown key(s) {unknown} for {name}; valid: {valid or 'none'}"
+        )
     run = {"model": model, "total_steps": total_steps, "seed": seed}
     wanted = inspect.signature(cls.__init__).parameters
     run = {k: v for k, v in run.items() if k in wanted}
-    return cls(
-        params, base_optimizer, rho=rho, adaptive=adaptive, eta=eta, **run, **options, **base_kwargs
-    )
+    return cls(params, base_optimizer, rho=rho, adaptive=adaptive, eta=eta, **run, **options, **base_kwargs)

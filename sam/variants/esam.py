@@ -100,7 +100,9 @@ class ESAM(VariantSAM):
         rng = RNGState(x.device) if opts.replay_randomness else None
         local = opts.perturbation == "per_replica"
         if not local and is_ddp(model):
-            raise ValueError("esam under DDP needs optimizer.perturbation=per_replica (synced has no meaning here)")
+            raise ValueError(
+                "esam under DDP needs optimizer.perturbation=per_replica (synced has no meaning here)"
+            )
 
         # Pass 1 at w: per-example losses for SDS, gradients of the chosen tensors only (SWP).
         with _no_sync(model, local), true_gradient(model, True):

@@ -34,8 +34,9 @@ from sam.variants.base import VariantSAM, check_range
 def trajectory_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
     """tau^2 KL(softmax(teacher/tau) || softmax(student/tau)), summed over classes, mean over examples."""
     t = temperature
-    log_p_student = nn.functional.log_softmax(student.float() / t, dim=-1)
-    log_p_teacher = nn.functional.log_softmax(teacher.float() / t, dim=-1)
+    dtype = torch.promote_types(student.dtype, torch.float32)  # fp32 at least (bf16/fp16 logits)
+    log_p_student = nn.functional.log_softmax(student.to(dtype) / t, dim=-1)
+    log_p_teacher = nn.functional.log_softmax(teacher.to(dtype) / t, dim=-1)
     kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1).mean()
     return kl * t * t
 
@@ -112,7 +113,9 @@ class MESA(VariantSAM):
                 def loss_fn(logits: Tensor, targets: Tensor) -> Tensor:
                     t = teacher[len(parts)]
                     if t.shape != logits.shape:
-                        raise RuntimeError(f"MESA teacher chunk {tuple(t.shape)} != logits {tuple(logits.shape)}")
+                        raise RuntimeError(
+                            f"MESA teacher chunk {tuple(t.shape)} != logits {tuple(logits.shape)}"
+                        )
                     ce = base_loss(logits, targets)
                     parts.append(ce.detach())
                     return ce + self.kl_weight * trajectory_loss(logits, t, self.temperature)

@@ -35,12 +35,12 @@ from sam.weight_decay import add_l2_gradient_
 
 __all__ = [
     "all_reduce_mean_",
+    "dot",
     "finish_step",
     "first_pass",
     "is_ddp",
     "perturbed_pass",
     "plain_gradient",
-    "dot",
     "sam_gradients_keeping_g",
     "trainable",
 ]

@@ -62,8 +62,10 @@ class SAMON(SAM):
     ) -> None:
         """SAM's ``first_step`` on the normalization parameters only (their gradients, their norm)."""
         if grads is None:  # p.grad is consumed (scaled in place): copy it unless zero_grad clears it anyway
-            grads = [p.grad if zero_grad or p.grad is None or not keep else p.grad.clone()
-                     for p, keep in zip(self.params(), self._perturb)]
+            grads = [
+                p.grad if zero_grad or p.grad is None or not keep else p.grad.clone()
+                for p, keep in zip(self.params(), self._perturb)
+            ]
         only_norm = [g if keep else None for g, keep in zip(grads, self._perturb)]
         super().first_step(grads=only_norm, reuse_saved=reuse_saved)
         if zero_grad:

@@ -44,7 +44,9 @@ from sam.variants.passes import all_reduce_mean_, finish_step, first_pass, is_dd
 
 def _check_total_steps(total_steps: Any, who: str) -> int:
     if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-        raise ValueError(f"{who} needs total_steps (an integer >= 1: epochs x steps per epoch), got {total_steps!r}")
+        raise ValueError(
+            f"{who} needs total_steps (an integer >= 1: epochs x steps per epoch), got {total_steps!r}"
+        )
     return total_steps
 
 
@@ -72,7 +74,9 @@ class SwitchingSAM(VariantSAM):
 
         def step(model, optimizer, x, y, opts):
             use = self.use_sam()
-            result = sam_fn(model, self, x, y, opts) if use else sgd_fn(model, self.base_optimizer, x, y, opts)
+            result = (
+                sam_fn(model, self, x, y, opts) if use else sgd_fn(model, self.base_optimizer, x, y, opts)
+            )
             self.steps_taken += 1
             self.sam_steps += int(use)
             return result
@@ -211,5 +215,3 @@ class AESAM(VariantSAM):
             return result
 
         return self._named(step, m, per_device_batch)
-
-
