@@ -208,7 +208,7 @@ def test_switching_variants_take_exactly_a_sam_or_an_sgd_step(name):
         assert kinds == ["sgd"] * 9 + ["sam"] * 3
     else:
         assert 0 < kinds.count("sam") < total
-        coins = [make("rst", mlp(), options={"probability": 0.3}) for _ in range(1)][0]
+        coins = make("rst", mlp(), options={"probability": 0.3})
         hits = 0
         for s in range(2000):
             coins.steps_taken = s
