@@ -17,6 +17,7 @@ import torch
 from data.augment import AUGMENTS, AugmentSpec, make_spec
 from data.cifar import CIFAR_SPECS, load_cifar, read_class_names
 from data.digits import digits_stats, load_digits_split
+from data.fingerprint import data_fingerprint
 from data.imagenet import (
     IMAGENET_MEAN,
     IMAGENET_SIZE,
@@ -68,6 +69,7 @@ class DataBundle:
     mean: tuple[float, ...] = field(default=())  # normalisation, per channel, in [0, 1] units
     std: tuple[float, ...] = field(default=())
     class_names: tuple[str, ...] = field(default=())
+    fingerprint: dict = field(default_factory=dict)  # data/fingerprint.py: counts + content hash
 
 
 @dataclass
@@ -235,4 +237,13 @@ def build_data(
         mean=tuple(raw.mean),
         std=tuple(raw.std),
         class_names=raw.class_names,
+        fingerprint=data_fingerprint(
+            raw.train_images,
+            raw.train_labels,
+            raw.test_images,
+            raw.test_labels,
+            num_train=len(noisy),
+            num_val=len(val_idx),
+            num_classes=raw.num_classes,
+        ),
     )
