@@ -97,7 +97,7 @@ def test_looksam_matches_its_algorithm(grad_clip):
     opt = make("looksam", model, options={"k": 3, "alpha": 0.7})
     step = select_step(opt, None, 16)
     w, buf, g_v = weights(model), {}, None
-    for t, (x, y) in enumerate(batches(7)):
+    for t, (x, y) in enumerate(batches(5)):  # SAM, reuse, reuse, SAM, reuse
         step(model, opt, x, y, opts(grad_clip=grad_clip))
         d, g_v = ref.looksam(ref_model, w, x, y, step=t, k=3, alpha=0.7, rho=RHO, l2=L2, g_v=g_v)
         w, buf = nesterov_sgd(w, buf, clip(d, grad_clip), lr=LR)
@@ -252,7 +252,7 @@ def test_chunks_combine_the_means_of_the_chunk_gradients(name):
     opt = make(name, model, options=options)
     step = select_step(opt, 4, 16)
     w, buf, g_v = weights(model), {}, None
-    for t, (x, y) in enumerate(batches(4)):
+    for t, (x, y) in enumerate(batches(2)):
         step(model, opt, x, y, opts())
         parts = list(zip(x.split(4), y.split(4)))
         g = {n: sum(grad_at(ref_model, w, xc, yc, L2)[n] for xc, yc in parts) / 4 for n in w}

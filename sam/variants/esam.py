@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from sam.batchnorm import frozen_bn_stats
 from sam.randomness import RNGState, true_gradient
-from sam.steps import StepFn, _backward, _hits, _loss_scale, _no_sync, _overflow_poison, _scaled
+from sam.steps import StepFn, _guarded, _hits, _no_sync
 from sam.variants.base import VariantSAM, check_range, step_generator
 from sam.variants.passes import finish_step, is_ddp, trainable
 from sam.weight_decay import add_l2_gradient_
@@ -96,8 +96,9 @@ class ESAM(VariantSAM):
     def _step(self, model: nn.Module, x: Tensor, y: Tensor, opts) -> Any:
         params = trainable(self)
         chosen = [p for p, c in zip(params, self.chosen_tensors(self.steps_taken)) if c]
-        scale = _loss_scale(opts.precision)
-        rng = RNGState(x.device) if opts.replay_randomness else None
+        amp = opts.precision
+        scale = amp.loss_scale
+        rng = RNGState(x.device)
         local = opts.perturbation == "per_replica"
         if not local and is_ddp(model):
             raise ValueError(
@@ -106,11 +107,11 @@ class ESAM(VariantSAM):
 
         # Pass 1 at w: per-example losses for SDS, gradients of the chosen tensors only (SWP).
         with _no_sync(model, local), true_gradient(model, True):
-            with opts.precision.autocast():
+            with amp.autocast():
                 logits = model(x)
                 loss = opts.loss_fn(logits, y)
             losses_w = per_example_loss(opts.loss_fn, logits.detach(), y).float()
-            grads = list(torch.autograd.grad(_scaled(loss, opts.precision), chosen)) if chosen else []
+            grads = list(torch.autograd.grad(amp.scale(loss), chosen)) if chosen else []
         add_l2_gradient_(chosen, opts.l2_weight_decay, scale, grads=grads)
         correct = _hits(logits, y)
         del logits
@@ -119,25 +120,23 @@ class ESAM(VariantSAM):
         self.zero_grad(set_to_none=True)
         self._perturb(aligned)
         del grads, aligned, by_id
-        poison = _overflow_poison(self, opts.precision)
+        guard = amp.overflow_guard(self.grad_norm)
         try:
             # SDS: the examples whose loss rises most at w + e (same draws, statistics frozen).
             with torch.no_grad(), frozen_bn_stats(model):
-                if rng is not None:
-                    rng.restore()
-                with opts.precision.autocast():
+                rng.restore()
+                with amp.autocast():
                     losses_e = per_example_loss(opts.loss_fn, model(x), y).float()
             keep = torch.topk(losses_e - losses_w, self.subset_size(x.shape[0])).indices.sort().values
             # Pass 2 at w + e on the selected examples, all parameters, L2 at w + e.
-            if rng is not None:
-                rng.restore()
+            rng.restore()
             l2_first = is_ddp(model)
             if l2_first:
                 add_l2_gradient_(params, opts.l2_weight_decay, scale)
             with frozen_bn_stats(model):
-                with opts.precision.autocast():
+                with amp.autocast():
                     loss_perturbed = opts.loss_fn(model(x[keep]), y[keep])
-                _backward(loss_perturbed if poison is None else loss_perturbed * poison, opts.precision)
+                amp.backward(_guarded(loss_perturbed, guard))
             if not l2_first:
                 add_l2_gradient_(params, opts.l2_weight_decay, scale)
         finally:

@@ -22,13 +22,10 @@ from sam.steps import (
     StepOptions,
     StepResult,
     _apply_update,
-    _backward,
+    _guarded,
     _hits,
-    _loss_scale,
     _no_sync,
     _num_chunks,
-    _overflow_poison,
-    _scaled,
     _trainable,
 )
 from sam.weight_decay import add_l2_gradient_
@@ -64,32 +61,32 @@ def first_pass(
         with opts.precision.autocast():
             logits = model(x)
             loss = opts.loss_fn(logits, y)
-        _backward(loss, opts.precision)
-    add_l2_gradient_(_trainable(optimizer), opts.l2_weight_decay, _loss_scale(opts.precision))
+        opts.precision.backward(loss)
+    add_l2_gradient_(_trainable(optimizer), opts.l2_weight_decay, opts.precision.loss_scale)
     return loss.detach(), _hits(logits, y)
 
 
 def perturbed_pass(
-    model: nn.Module, optimizer: SAM, x: Tensor, y: Tensor, opts: StepOptions, rng: RNGState | None
+    model: nn.Module, optimizer: SAM, x: Tensor, y: Tensor, opts: StepOptions, rng: RNGState
 ) -> None:
     """w -> w + e(w) from ``.grad`` (consumed), gradient at w + e(w) into ``.grad``, w restored exactly.
 
     Statistics frozen, the first pass's random draws replayed (``rng``), L2 evaluated at w + e(w).
     """
+    amp = opts.precision
     params = _trainable(optimizer)
-    scale = _loss_scale(opts.precision)
+    scale = amp.loss_scale
     optimizer.first_step(zero_grad=True)
-    poison = _overflow_poison(optimizer, opts.precision)
+    guard = amp.overflow_guard(optimizer.grad_norm)
     try:
-        if rng is not None:
-            rng.restore()
+        rng.restore()
         l2_first = is_ddp(model)  # as sam_step: under DDP the L2 term is averaged with the rest
         if l2_first:
             add_l2_gradient_(params, opts.l2_weight_decay, scale)
         with frozen_bn_stats(model):
-            with opts.precision.autocast():
+            with amp.autocast():
                 loss_perturbed = opts.loss_fn(model(x), y)
-            _backward(loss_perturbed if poison is None else loss_perturbed * poison, opts.precision)
+            amp.backward(_guarded(loss_perturbed, guard))
         if not l2_first:
             add_l2_gradient_(params, opts.l2_weight_decay, scale)
     finally:
@@ -127,7 +124,7 @@ def sam_gradients_keeping_g(
     chunks = 1 if m is None else _num_chunks(x, m)
     local = opts.perturbation == "per_replica"
     if chunks == 1:
-        rng = RNGState(x.device) if opts.replay_randomness else None
+        rng = RNGState(x.device)
         loss, correct = first_pass(model, optimizer, x, y, opts, local=local)
         g = [None if p.grad is None else p.grad.clone() for p in all_params]
         perturbed_pass(model, optimizer, x, y, opts, rng)
@@ -144,21 +141,22 @@ def _chunked(
     model: nn.Module, optimizer: SAM, x: Tensor, y: Tensor, opts: StepOptions, m: int, chunks: int
 ) -> tuple[Tensor, Tensor, list[Tensor | None]]:
     """``sam_step_chunked``'s loop, also summing the chunks' first gradients (weight 1/k) into g."""
+    amp = opts.precision
     params = _trainable(optimizer)
     all_params = optimizer.params()
-    scale = _loss_scale(opts.precision)
+    scale = amp.loss_scale
     bn = ChunkedBNStats(model)
     optimizer.zero_grad(set_to_none=True)
     g: list[Tensor | None] = [None] * len(all_params)
     losses, hits = [], []
     for i, (xc, yc) in enumerate(zip(x.split(m), y.split(m))):
-        rng = RNGState(x.device) if opts.replay_randomness else None
+        rng = RNGState(x.device)
         bn.begin_chunk()
         with _no_sync(model, True), true_gradient(model, True):
-            with opts.precision.autocast():
+            with amp.autocast():
                 logits = model(xc)
                 loss = opts.loss_fn(logits, yc)
-            grads = list(torch.autograd.grad(_scaled(loss, opts.precision), all_params, allow_unused=True))
+            grads = list(torch.autograd.grad(amp.scale(loss), all_params, allow_unused=True))
         add_l2_gradient_(all_params, opts.l2_weight_decay, scale, grads=grads)
         bn.end_chunk()
         losses.append(loss.detach())
@@ -168,19 +166,16 @@ def _chunked(
             for j, gi in enumerate(grads):
                 if gi is not None:
                     g[j] = gi / chunks if g[j] is None else g[j].add_(gi, alpha=1.0 / chunks)
-        optimizer.first_step(grads=grads, reuse_saved=i > 0)
+        optimizer.first_step(grads=grads)
         del grads
-        poison = _overflow_poison(optimizer, opts.precision)
+        guard = amp.overflow_guard(optimizer.grad_norm)
         try:
-            if rng is not None:
-                rng.restore()
+            rng.restore()
             add_l2_gradient_(params, opts.l2_weight_decay, scale / chunks)
             with _no_sync(model, i < chunks - 1), frozen_bn_stats(model):
-                with opts.precision.autocast():
+                with amp.autocast():
                     loss_perturbed = opts.loss_fn(model(xc), yc) / chunks
-                if poison is not None:
-                    loss_perturbed = loss_perturbed * poison
-                _backward(loss_perturbed, opts.precision)
+                amp.backward(_guarded(loss_perturbed, guard))
         finally:
             optimizer.restore()
     bn.finish()
@@ -191,14 +186,15 @@ def plain_gradient(
     model: nn.Module, optimizer: SAM, x: Tensor, y: Tensor, opts: StepOptions, m: int | None
 ) -> tuple[Tensor, Tensor]:
     """``sgd_step`` / ``sgd_step_chunked`` up to the update: grad L(w) (+ L2) in ``.grad``, DDP-averaged."""
+    amp = opts.precision
     params = _trainable(optimizer)
-    scale = _loss_scale(opts.precision)
+    scale = amp.loss_scale
     chunks = 1 if m is None else _num_chunks(x, m)
     if chunks == 1:
-        with opts.precision.autocast():
+        with amp.autocast():
             logits = model(x)
             loss = opts.loss_fn(logits, y)
-        _backward(loss, opts.precision)
+        amp.backward(loss)
         add_l2_gradient_(params, opts.l2_weight_decay, scale)
         return loss.detach(), _hits(logits, y)
     bn = ChunkedBNStats(model)
@@ -208,10 +204,10 @@ def plain_gradient(
         bn.begin_chunk()
         add_l2_gradient_(params, opts.l2_weight_decay, scale / chunks)
         with _no_sync(model, i < chunks - 1):
-            with opts.precision.autocast():
+            with amp.autocast():
                 logits = model(xc)
                 loss = opts.loss_fn(logits, yc)
-            _backward(loss / chunks, opts.precision)
+            amp.backward(loss / chunks)
         bn.end_chunk()
         losses.append(loss.detach())
         hits.append(_hits(logits, yc))

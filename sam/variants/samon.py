@@ -53,13 +53,7 @@ class SAMON(SAM):
             )
 
     @torch.no_grad()
-    def first_step(
-        self,
-        zero_grad: bool = False,
-        *,
-        grads: Sequence[Tensor | None] | None = None,
-        reuse_saved: bool = False,
-    ) -> None:
+    def first_step(self, zero_grad: bool = False, *, grads: Sequence[Tensor | None] | None = None) -> None:
         """SAM's ``first_step`` on the normalization parameters only (their gradients, their norm)."""
         if grads is None:  # p.grad is consumed (scaled in place): copy it unless zero_grad clears it anyway
             grads = [
@@ -67,6 +61,6 @@ class SAMON(SAM):
                 for p, keep in zip(self.params(), self._perturb)
             ]
         only_norm = [g if keep else None for g, keep in zip(grads, self._perturb)]
-        super().first_step(grads=only_norm, reuse_saved=reuse_saved)
+        super().first_step(grads=only_norm)
         if zero_grad:
             self.zero_grad(set_to_none=True)

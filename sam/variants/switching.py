@@ -32,7 +32,6 @@ from sam.optimizer import global_grad_norm
 from sam.randomness import RNGState
 from sam.steps import (
     StepFn,
-    _loss_scale,
     sam_step,
     sam_step_chunked,
     sgd_step,
@@ -197,10 +196,10 @@ class AESAM(VariantSAM):
 
         def step(model, optimizer, x, y, opts):
             local = opts.perturbation == "per_replica"
-            rng = RNGState(x.device) if opts.replay_randomness else None
+            rng = RNGState(x.device)
             loss, correct = first_pass(model, self, x, y, opts, local=local)
             grads = [p.grad for p in trainable(self) if p.grad is not None]
-            sq = global_grad_norm(grads).double() ** 2 / _loss_scale(opts.precision) ** 2
+            sq = global_grad_norm(grads).double() ** 2 / opts.precision.loss_scale**2
             if local and is_ddp(model):
                 sq = sq.clone()
                 all_reduce_mean_([sq])
