@@ -27,8 +27,10 @@ import io
 import sys
 from pathlib import Path
 
-from paper_tables import TABLE_FILES, cell_matches, comparable_cells, load_paper_cells
-from run_results import CELL_KEYS, find_unfinished_runs, group_runs, load_runs, mean_ci95
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, scripts/
+
+from scripts.paper_tables import TABLE_FILES, cell_matches, comparable_cells, load_paper_cells
+from scripts.run_results import CELL_KEYS, find_unfinished_runs, group_runs, load_runs, mean_ci95
 
 CSV_COLUMNS = (
     "status",

@@ -30,8 +30,11 @@ import matplotlib.ticker
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
-from paper_tables import comparable_cells, find_paper_cell, load_paper_cells
-from run_results import CELL_KEYS, group_runs, load_runs, mean_ci95, read_metrics, warn_stderr
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, scripts/
+
+from scripts.paper_tables import comparable_cells, find_paper_cell, load_paper_cells
+from scripts.run_results import CELL_KEYS, group_runs, load_runs, mean_ci95, read_metrics, warn_stderr
 
 SETTING_KEYS = ("model", "dataset", "augment", "epochs", "label_noise")
 
