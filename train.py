@@ -38,6 +38,7 @@ from sam.trainer.loop import NonFiniteLossError
 from sam.trainer.provenance import device_name
 from sam.trainer.run import Objects, Run, finished_results, load_resume_state
 from sam.trainer.schedule import warmup_then
+from sam.variants import VARIANTS, build_variant
 
 log = logging.getLogger("train")
 
@@ -158,7 +159,29 @@ def build(cfg: DictConfig, ctx: DistContext) -> Objects:
     else:
         params, base_wd, l2 = decoupled_param_groups(raw_model, cfg.weight_decay), cfg.weight_decay, 0.0
     sgd_kwargs = dict(lr=cfg.lr, momentum=opt_cfg.momentum, nesterov=opt_cfg.nesterov, weight_decay=base_wd)
-    if uses_sam(cfg):
+    steps_per_epoch = len(data.train)
+    if cfg.trainer.limit_train_batches is not None:
+        steps_per_epoch = min(steps_per_epoch, int(cfg.trainer.limit_train_batches))
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"batch_size={cfg.batch_size} leaves no full training batch ({data.num_train} examples); lower batch_size"
+        )
+    if uses_sam(cfg) and opt_cfg.name in VARIANTS:  # the efficient SAM family (sam/variants)
+        optimizer = build_variant(
+            opt_cfg.name,
+            params,
+            model=raw_model,
+            rho=cfg.rho,
+            adaptive=opt_cfg.adaptive,
+            eta=opt_cfg.eta,
+            options=OmegaConf.to_container(opt_cfg.variant) if opt_cfg.variant is not None else None,
+            total_steps=cfg.epochs * steps_per_epoch,
+            steps_per_epoch=steps_per_epoch,
+            seed=cfg.seed,
+            **sgd_kwargs,
+        )
+        base = optimizer.base_optimizer
+    elif uses_sam(cfg):
         optimizer = SAM(
             params, torch.optim.SGD, rho=cfg.rho, adaptive=opt_cfg.adaptive, eta=opt_cfg.eta, **sgd_kwargs
         )
@@ -178,13 +201,6 @@ def build(cfg: DictConfig, ctx: DistContext) -> Objects:
             broadcast_buffers=False,
         )
 
-    steps_per_epoch = len(data.train)
-    if cfg.trainer.limit_train_batches is not None:
-        steps_per_epoch = min(steps_per_epoch, int(cfg.trainer.limit_train_batches))
-    if steps_per_epoch < 1:
-        raise ValueError(
-            f"batch_size={cfg.batch_size} leaves no full training batch ({data.num_train} examples); lower batch_size"
-        )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         base,
         warmup_then(

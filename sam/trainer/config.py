@@ -24,9 +24,10 @@ from omegaconf import MISSING, DictConfig
 from sam.precision import PRECISIONS
 from sam.steps import PERTURBATION_MODES
 from sam.trainer.schedule import SCHEDULES
+from sam.variants import VARIANTS, WITHOUT_RHO
 from sam.weight_decay import WEIGHT_DECAY_MODES
 
-OPTIMIZERS = ("sgd", "sam", "asam")
+OPTIMIZERS = ("sgd", "sam", "asam", *VARIANTS)
 LOGGERS = ("none", "wandb")
 GROUPS = ("model", "dataset", "optimizer", "schedule", "logger", "experiment")
 
@@ -53,6 +54,7 @@ class OptimizerConfig:
     nesterov: bool = MISSING
     weight_decay_mode: str = MISSING
     perturbation: str = MISSING
+    variant: dict[str, Any] | None = None  # the options of an efficient SAM variant (sam/variants)
 
 
 @dataclass
@@ -178,8 +180,9 @@ def validate(cfg: DictConfig, world_size: int) -> None:
 
 
 def uses_sam(cfg: DictConfig) -> bool:
-    """SAM/ASAM with rho > 0; rho = 0 is the SGD baseline with every other line shared."""
-    return cfg.optimizer.name in ("sam", "asam") and cfg.rho > 0
+    """SAM, ASAM or a variant with rho > 0 (MESA needs no rho); rho = 0 is the SGD baseline with every
+    other line shared."""
+    return cfg.optimizer.name != "sgd" and (cfg.rho > 0 or cfg.optimizer.name in WITHOUT_RHO)
 
 
 def effective_m(cfg: DictConfig, world_size: int) -> int:

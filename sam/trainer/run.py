@@ -32,6 +32,7 @@ from sam.trainer.loop import EpochTotals, evaluate, train_one_epoch
 from sam.trainer.preemption import PreemptionHandler
 from sam.trainer.provenance import device_name, git_commit
 from sam.trainer.tracking import MetricsFile, NullTracker, make_tracker
+from sam.variants import WITHOUT_RHO
 
 log = logging.getLogger("train")
 REPO = Path(__file__).resolve().parents[2]
@@ -391,7 +392,7 @@ class Run:
             "dataset": cfg.dataset.name,
             "augment": cfg.augment,
             "optimizer": cfg.optimizer.name if sam_run else "sgd",
-            "rho": cfg.rho if sam_run else 0.0,
+            "rho": cfg.rho if sam_run and cfg.optimizer.name not in WITHOUT_RHO else 0.0,
             "m": objs.effective_m,  # examples per BatchNorm batch / per e(w): SGD runs in chunks of m too
             "seed": cfg.seed,
             "epochs": cfg.epochs,
