@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_results import mean_ci95
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, scripts/
+from scripts.run_results import mean_ci95  # noqa: E402
 
 GOAL_COST, GOAL_SHARE = 1.3, 0.8
 PAPERS = {
