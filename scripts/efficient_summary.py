@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, scripts/
-from scripts.run_results import mean_ci95  # noqa: E402
+from scripts.run_results import mean_ci95
 
 GOAL_COST, GOAL_SHARE = 1.3, 0.8
 PAPERS = {
