@@ -42,6 +42,7 @@ class DatasetConfig:
     val_fraction: float = MISSING
     cutout_size: int = MISSING
     autoaugment_cutout: bool = MISSING
+    autoaugment_policy: str = MISSING
     num_workers: int = MISSING
 
 
