@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -358,9 +359,17 @@ def _adopt_foreign_state_dict(state_dict: dict[str, Any], defaults: dict[str, An
     groups = [
         {**{k: defaults[k] for k in ("rho", "adaptive", "eta")}, **g} for g in state_dict["param_groups"]
     ]
-    state = {}
+    state, dropped = {}, set()
     for index, entry in state_dict["state"].items():
+        dropped.update(k for k in entry if k in _FOREIGN_STATE_KEYS)
         kept = {k: v for k, v in entry.items() if k not in _FOREIGN_STATE_KEYS}
         if kept:
             state[index] = kept
+    if dropped and not state:
+        warnings.warn(
+            f"loaded another SAM port's state_dict (davda54/sam style: per-parameter {sorted(dropped)} dropped). "
+            "It holds no base-optimizer state, so momentum buffers and step counts start from zero: the "
+            "run does not continue exactly as it would have without the restart.",
+            stacklevel=3,
+        )
     return {**state_dict, "param_groups": groups, "state": state}
