@@ -38,7 +38,9 @@ def _check_nonnegative_finite(name: str, value: Any) -> float:
 
 
 def global_grad_norm(tensors: Sequence[Tensor]) -> Tensor:
-    """L2 norm of all tensors taken together, with fused per-device norms and no host sync."""
+    """L2 norm of all tensors taken together, with fused per-device norms and no host sync.
+
+    Computed in float32 for float32 / bf16 / fp16 tensors and in float64 for float64 ones."""
     if not tensors:
         raise ValueError("global_grad_norm needs at least one tensor")
     by_device: dict[torch.device, list[Tensor]] = {}
@@ -47,8 +49,9 @@ def global_grad_norm(tensors: Sequence[Tensor]) -> Tensor:
     first = tensors[0].device
     norms = []
     for group in by_device.values():
-        per_tensor = torch._foreach_norm(group)
-        norms.append(torch.linalg.vector_norm(torch.stack(per_tensor).float()).to(first, non_blocking=True))
+        per_tensor = torch.stack(torch._foreach_norm(group))
+        per_tensor = per_tensor.to(torch.promote_types(per_tensor.dtype, torch.float32))
+        norms.append(torch.linalg.vector_norm(per_tensor).to(first, non_blocking=True))
     return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))
 
 
