@@ -69,3 +69,40 @@ def assert_same_state(got: nn.Module, expected: nn.Module) -> None:
     assert len(got_state) == len(expected_state)
     for (name, a), b in zip(got_state.items(), expected_state.values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=f"{name} differs")
+
+
+def gradscaler_two_call_reference(
+    x: torch.Tensor, y: torch.Tensor, init_scale: float, autocast_dtype: torch.dtype | None
+) -> tuple[nn.Module, list[bool]]:
+    """Our two-call loop with a ``torch.amp.GradScaler`` (fp16's loss scaling) on CPU, batch by batch.
+
+    Returns the model and, per step, whether the scaler skipped it (an overflow: w kept, scale halved).
+    """
+    model = net()
+    optimizer = make_sam(model.parameters())
+    scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
+    autocast = lambda: torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None)  # noqa: E731
+    skipped = []
+    for xb, yb in zip(x.split(BATCH), y.split(BATCH)):
+        with autocast():
+            loss = nn.functional.cross_entropy(model(xb), yb)
+        scaler.scale(loss).backward()
+        optimizer.first_step(zero_grad=True)
+        with frozen_bn_stats(model):
+            with autocast():
+                loss = nn.functional.cross_entropy(model(xb), yb)
+            scaler.scale(loss).backward()
+        scale = scaler.get_scale()
+        scaler.step(optimizer)  # unscale, then SAM.step() finishes the step unless a gradient is inf
+        scaler.update()
+        skipped.append(scaler.get_scale() < scale)
+        optimizer.restore()  # a skipped step leaves w + e(w)
+        optimizer.zero_grad()
+    return model, skipped
+
+
+def data_with_an_overflow(batch_index: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """``data()`` with an inf in one batch: its scaled gradient overflows, so a GradScaler skips that step."""
+    x, y = data()
+    x[BATCH * batch_index, 0, 0, 0] = float("inf")
+    return x, y
