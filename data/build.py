@@ -154,6 +154,7 @@ def build_data(
     rank: int = 0,
     download: bool = True,
     autoaugment_cutout: bool = False,
+    autoaugment_policy: str = "official",
 ) -> DataBundle:
     """Build the loaders of ``name`` (see data/__init__.py for the protocol and the choices)."""
     _check_choice("dataset", name, DATASETS)
@@ -190,7 +191,13 @@ def build_data(
     if batch_size > len(noisy):
         raise ValueError(f"batch_size={batch_size} is larger than the {len(noisy)} training examples")
     spec = make_spec(
-        augment, pad=raw.pad, hflip=raw.hflip, cutout_size=cutout_size, autoaugment_cutout=autoaugment_cutout
+        augment,
+        pad=raw.pad,
+        hflip=raw.hflip,
+        cutout_size=cutout_size,
+        autoaugment_cutout=autoaugment_cutout,
+        autoaugment_policy=autoaugment_policy,
+        autoaugment_dataset=name,
     )
     dev = torch.device(device)
     use_tensor = loader == "tensor" or (loader == "auto" and name != "imagenet")
