@@ -17,6 +17,7 @@ from models.imagenet_resnet import resnet50, resnet101, resnet152
 from models.pyramidnet import pyramidnet, pyramidnet272, pyramidnet272_shakedrop
 from models.resnet_cifar import resnet32, resnet_cifar
 from models.shake_shake import shake_shake, shake_shake_26_2x96d
+from models.timm_models import efficientnet_b7, timm_model
 from models.wide_resnet import wide_resnet, wrn16_8, wrn28_10
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -35,6 +36,9 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet50": resnet50,
     "resnet101": resnet101,
     "resnet152": resnet152,
+    # Finetuning (timm; weights from model.pretrained, see models/pretrained.py).
+    "efficientnet_b7": efficientnet_b7,
+    "timm_model": timm_model,
 }
 
 
