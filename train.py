@@ -145,6 +145,7 @@ def build(cfg: DictConfig, ctx: DistContext) -> Objects:
         autoaugment_cutout=cfg.dataset.autoaugment_cutout,
         classes=cfg.dataset.get("classes"),
         image_size=cfg.dataset.get("image_size"),
+        train_repeats=cfg.dataset.get("train_repeats") or 1,
     )
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model_kwargs, finetune = split_finetune_options(OmegaConf.to_container(cfg.model, resolve=True))

@@ -27,7 +27,7 @@ from data.imagenet import (
     load_imagenet_folders,
 )
 from data.label_noise import flip_labels
-from data.resolution import ResizedLoader, file_transform
+from data.resolution import RepeatedLoader, ResizedLoader, file_transform
 from data.splits import train_val_split
 from data.tensor_loader import TensorLoader
 from data.torch_loader import (
@@ -118,6 +118,9 @@ def _load(name: str, root: str | Path, download: bool, image_size: int | None = 
         # 1-px reflect crop and no flip: a mirrored 2 or 5 is not a 2 or 5.
         return _Raw(train_x, train_y, test_x, test_y, 10, 1, 8, mean, std, names, 1, False)
     train, val = load_imagenet_folders(root)
+    sized = None  # image_size: the same pipeline at another resolution (EfficientNet-b7: 600)
+    if image_size is not None:
+        sized = lambda spec: file_transform(spec, image_size, IMAGENET_MEAN, IMAGENET_STD)  # noqa: E731
     return _Raw(
         [p for p, _ in train.samples],
         np.asarray(train.targets, dtype=np.int64),
@@ -125,12 +128,13 @@ def _load(name: str, root: str | Path, download: bool, image_size: int | None = 
         np.asarray(val.targets, dtype=np.int64),
         len(train.classes),
         3,
-        IMAGENET_SIZE,
+        image_size or IMAGENET_SIZE,
         IMAGENET_MEAN,
         IMAGENET_STD,
         tuple(train.classes),
         0,
         True,
+        sized,
     )
 
 
@@ -220,6 +224,7 @@ def build_data(
     autoaugment_cutout: bool = False,
     classes: Sequence[int] | None = None,
     image_size: int | None = None,
+    train_repeats: int = 1,
 ) -> DataBundle:
     """Build the loaders of ``name`` (see data/__init__.py for the protocol and the choices)."""
     _check_choice("dataset", name, DATASETS)
@@ -305,8 +310,9 @@ def build_data(
     val = None
     if len(val_idx):
         val = make(_subset(raw.train_images, val_idx), raw.train_labels[val_idx], False, eval_batch_size)
+    train = make(_subset(raw.train_images, train_idx), noisy, True, batch_size)
     return DataBundle(
-        train=make(_subset(raw.train_images, train_idx), noisy, True, batch_size),
+        train=RepeatedLoader(train, train_repeats) if train_repeats != 1 else train,
         test=make(raw.test_images, raw.test_labels, False, eval_batch_size),
         val=val,
         num_classes=raw.num_classes,

@@ -52,3 +52,37 @@ def file_transform(spec: AugmentSpec, size: int, mean: Sequence[float], std: Seq
     else:
         steps = [T.Resize(round(size / CENTER_CROP_FRACTION)), T.CenterCrop(size)]
     return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])
+
+
+class RepeatedLoader:
+    """One training "epoch" = ``repeats`` passes over the data (``dataset.train_repeats``).
+
+    Finetuning is specified in steps (App. C.2: 5k steps at batch 1024), which on a small set is thousands
+    of one-batch epochs, each followed by a test evaluation and a checkpoint. Pass ``p`` of epoch ``e`` is
+    the wrapped loader's epoch ``e * repeats + p``, so order and augmentation stay a pure function of
+    (seed, epoch) and a resume at any batch continues exactly.
+    """
+
+    def __init__(self, loader, repeats: int) -> None:
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+            raise ValueError(f"train_repeats={repeats!r} must be an integer >= 1")
+        self.loader, self.repeats = loader, repeats
+        self.epoch, self.start_batch = 0, 0
+
+    def __len__(self) -> int:
+        return self.repeats * len(self.loader)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        if not 0 <= start_batch <= len(self):
+            raise ValueError(f"start_batch={start_batch} is outside [0, {len(self)}] (batches in this epoch)")
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        per_pass = len(self.loader)
+        first_pass, skip = divmod(self.start_batch, per_pass) if per_pass else (self.repeats, 0)
+        for p in range(first_pass, self.repeats):
+            self.loader.set_epoch(self.epoch * self.repeats + p, skip if p == first_pass else 0)
+            yield from self.loader
+
+    def __getattr__(self, name: str):
+        return getattr(self.loader, name)

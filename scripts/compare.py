@@ -1,4 +1,4 @@
-"""Compare our runs with the paper's Tables 1, 2, 4 and 5.
+"""Compare our runs with the paper's Tables 1, 2, 3 (finetuning), 4, 5 and 10 (finetuning at rho = 0.05).
 
 Usage:
     python scripts/compare.py RUNS_DIR [--out FILE] [--csv] [--tables table1 table2 ...]
@@ -13,7 +13,7 @@ run are listed in a separate section. Unreadable results.json files are reported
 
     --csv          print CSV instead of Markdown (one row per cell; status matched|no_paper_cell|missing)
     --out FILE     also write the output (Markdown, or CSV with --csv) to FILE
-    --tables ...   which paper tables to compare with (default: all four)
+    --tables ...   which paper tables to compare with (default: all)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import io
 import sys
 from pathlib import Path
 
-from paper_tables import TABLE_FILES, cell_matches, comparable_cells, load_paper_cells
+from paper_tables import TABLE_FILES, cell_matches, comparable_cells, load_paper_cells, most_specific
 from run_results import CELL_KEYS, find_unfinished_runs, group_runs, load_runs, mean_ci95
 
 CSV_COLUMNS = (
@@ -57,7 +57,7 @@ def summarise_cell(key: tuple, runs: list[dict], paper_cells: list[dict]) -> dic
     row["test_error_mean"], row["test_error_ci95"] = mean_ci95(r["test_error"] for r in runs)
     top5 = [r["test_error_top5"] for r in runs if r["test_error_top5"] is not None]
     row["test_error_top5_mean"], row["test_error_top5_ci95"] = mean_ci95(top5) if top5 else (None, None)
-    matches = [c for c in paper_cells if cell_matches(c, **row)]
+    matches = most_specific([c for c in paper_cells if cell_matches(c, **row)])
     if len(matches) > 1:
         raise ValueError(f"{len(matches)} paper cells match {row}: {matches}")
     paper = matches[0] if matches else None

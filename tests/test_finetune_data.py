@@ -194,3 +194,25 @@ def test_image_size_upsamples_every_batch_bilinearly():
     expected = resize(x8, [20, 20], interpolation=InterpolationMode.BILINEAR, antialias=False)
     torch.testing.assert_close(x20, expected)
     assert not torch.equal(x20, F.interpolate(x8, size=(20, 20), mode="nearest"))
+
+
+def test_train_repeats_make_an_epoch_of_consecutive_passes_and_resume_mid_epoch():
+    base = build_data("digits", root=".", batch_size=256, augment="basic", seed=3)
+    rep = build_data("digits", root=".", batch_size=256, augment="basic", seed=3, train_repeats=3)
+    per_pass = len(base.train)
+    assert len(rep.train) == 3 * per_pass
+    rep.train.set_epoch(2)
+    got = list(rep.train)
+    expected = []
+    for p in range(3):  # epoch 2 of the repeated loader = epochs 6, 7, 8 of the plain one
+        base.train.set_epoch(2 * 3 + p)
+        expected += list(base.train)
+    assert len(got) == len(expected) == 3 * per_pass
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(got, expected))
+    k = per_pass + 2  # resume inside the second pass
+    rep.train.set_epoch(2, start_batch=k)
+    resumed = list(rep.train)
+    assert len(resumed) == len(got) - k
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(resumed, got[k:]))
+    with pytest.raises(ValueError, match="train_repeats=0"):
+        build_data("digits", root=".", batch_size=256, train_repeats=0)
