@@ -10,6 +10,8 @@ test error ± the 95% CI half-width over seeds (t_{0.975,n-1} * s / sqrt(n), the
 optimizer/label_noise with the paper's rho beside it (rho itself is not matched, so a rho sweep reads
 against the paper's tuned value), and the difference ours - paper. Cells the paper has but we have not
 run are listed in a separate section. Unreadable results.json files are reported on stderr and skipped.
+Runs with an evaluation.json (scripts/evaluate.py) add a "beyond test error" table: ECE, NLL, feature
+rank, linear-probe and corruption error per cell, mean ± 95% CI over seeds.
 
     --csv          print CSV instead of Markdown (one row per cell; status matched|no_paper_cell|missing)
     --out FILE     also write the output (Markdown, or CSV with --csv) to FILE
@@ -24,6 +26,7 @@ import io
 import sys
 from pathlib import Path
 
+from evaluation_table import evaluation_markdown
 from paper_tables import TABLE_FILES, cell_matches, comparable_cells, load_paper_cells, most_specific
 from run_results import CELL_KEYS, find_unfinished_runs, group_runs, load_runs, mean_ci95
 
@@ -229,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         text = to_markdown(rows, missing, args.runs_dir, len(runs))
         text += "\n".join(["", *unfinished_markdown(unfinished)]) if unfinished else ""
+        extra = evaluation_markdown(runs)  # runs with an evaluation.json (scripts/evaluate.py)
+        text += "\n" + extra if extra else ""
     if args.csv and not runs:
         print(f"no usable results.json under {args.runs_dir}", file=sys.stderr)
     sys.stdout.write(text)
