@@ -37,6 +37,7 @@ from models.pretrained import prepare_for_finetuning, split_finetune_options
 from sam import SAM, StepOptions, decoupled_param_groups, resolve_precision, select_step
 from sam.precision import PRECISIONS
 from sam.steps import PERTURBATION_MODES
+from sam.variants import VARIANTS, WITHOUT_RHO, build_variant
 from sam.weight_decay import WEIGHT_DECAY_MODES
 from sam.trainer.checkpoint import CheckpointError, CheckpointManager, atomic_torch_save
 from sam.trainer.distributed import DistContext, all_reduce_sum, average_bn_stats, gather_objects, setup_distributed
@@ -49,7 +50,7 @@ from sam.trainer.tracking import MetricsFile, NullTracker, WandbTracker
 
 log = logging.getLogger("train")
 REPO = Path(__file__).resolve().parent
-OPTIMIZERS = ("sgd", "sam", "asam")
+OPTIMIZERS = ("sgd", "sam", "asam", *VARIANTS)
 LOGGERS = ("none", "wandb")
 
 
@@ -100,7 +101,7 @@ def validate(cfg: DictConfig, world_size: int) -> None:
 
 
 def uses_sam(cfg: DictConfig) -> bool:
-    return cfg.optimizer.name in ("sam", "asam") and cfg.rho > 0
+    return cfg.optimizer.name != "sgd" and (cfg.rho > 0 or cfg.optimizer.name in WITHOUT_RHO)
 
 
 # ---------------------------------------------------------------------------------------------- build
@@ -163,7 +164,29 @@ def build(cfg: DictConfig, ctx: DistContext) -> Objects:
     else:
         params, base_wd, l2 = decoupled_param_groups(raw_model, cfg.weight_decay), cfg.weight_decay, 0.0
     sgd_kwargs = dict(lr=cfg.lr, momentum=opt_cfg.momentum, nesterov=opt_cfg.nesterov, weight_decay=base_wd)
-    if uses_sam(cfg):
+    steps_per_epoch = len(data.train)
+    if cfg.trainer.limit_train_batches is not None:
+        steps_per_epoch = min(steps_per_epoch, int(cfg.trainer.limit_train_batches))
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"batch_size={cfg.batch_size} leaves no full training batch ({data.num_train} examples); lower batch_size"
+        )
+    if uses_sam(cfg) and opt_cfg.name in VARIANTS:  # the efficient SAM family (sam/variants)
+        optimizer = build_variant(
+            opt_cfg.name,
+            params,
+            model=raw_model,
+            rho=cfg.rho,
+            adaptive=opt_cfg.adaptive,
+            eta=opt_cfg.eta,
+            options=OmegaConf.to_container(opt_cfg.variant) if "variant" in opt_cfg else None,
+            total_steps=cfg.epochs * steps_per_epoch,
+            steps_per_epoch=steps_per_epoch,
+            seed=cfg.seed,
+            **sgd_kwargs,
+        )
+        base = optimizer.base_optimizer
+    elif uses_sam(cfg):
         optimizer = SAM(
             params, torch.optim.SGD, rho=cfg.rho, adaptive=opt_cfg.adaptive, eta=opt_cfg.eta, **sgd_kwargs
         )
@@ -191,13 +214,6 @@ def build(cfg: DictConfig, ctx: DistContext) -> Objects:
             broadcast_buffers=False,
         )
 
-    steps_per_epoch = len(data.train)
-    if cfg.trainer.limit_train_batches is not None:
-        steps_per_epoch = min(steps_per_epoch, int(cfg.trainer.limit_train_batches))
-    if steps_per_epoch < 1:
-        raise ValueError(
-            f"batch_size={cfg.batch_size} leaves no full training batch ({data.num_train} examples); lower batch_size"
-        )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         base,
         warmup_then(
@@ -543,7 +559,7 @@ class Run:
             "dataset": cfg.dataset.name,
             "augment": cfg.augment,
             "optimizer": cfg.optimizer.name if sam_run else "sgd",
-            "rho": cfg.rho if sam_run else 0.0,
+            "rho": cfg.rho if sam_run and cfg.optimizer.name not in WITHOUT_RHO else 0.0,
             "m": objs.effective_m if sam_run else None,
             "seed": cfg.seed,
             "epochs": cfg.epochs,

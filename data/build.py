@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 from data.augment import AUGMENTS, AugmentSpec, make_spec
-from data.cifar import CIFAR_SPECS, load_cifar, read_class_names
+from data.cifar import CIFAR_SPECS, load_cifar
 from data.class_subset import check_classes, select_classes
 from data.digits import digits_stats, load_digits_split
 from data.finegrained import FINEGRAINED_DATASETS, load_finegrained
+from data.fingerprint import data_fingerprint
 from data.imagenet import (
     IMAGENET_MEAN,
     IMAGENET_SIZE,
@@ -73,6 +74,7 @@ class DataBundle:
     mean: tuple[float, ...] = field(default=())  # normalisation, per channel, in [0, 1] units
     std: tuple[float, ...] = field(default=())
     class_names: tuple[str, ...] = field(default=())
+    fingerprint: dict = field(default_factory=dict)  # data/fingerprint.py: counts + content hash
 
 
 @dataclass
@@ -105,9 +107,8 @@ def _load(name: str, root: str | Path, download: bool, image_size: int | None = 
         )  # fmt: skip
     if name in CIFAR_SPECS:
         spec = CIFAR_SPECS[name]
-        train_x, train_y = load_cifar(spec, root, train=True, download=download)
-        test_x, test_y = load_cifar(spec, root, train=False, download=False)
-        names = read_class_names(spec, root, download=False)
+        train_x, train_y, names = load_cifar(spec, root, train=True, download=download)
+        test_x, test_y, _ = load_cifar(spec, root, train=False, download=False)
         return _Raw(
             train_x, train_y, test_x, test_y, spec.num_classes, 3, 32, spec.mean, spec.std, names, 4, True
         )
@@ -323,4 +324,13 @@ def build_data(
         mean=tuple(raw.mean),
         std=tuple(raw.std),
         class_names=raw.class_names,
+        fingerprint=data_fingerprint(
+            raw.train_images,
+            raw.train_labels,
+            raw.test_images,
+            raw.test_labels,
+            num_train=len(noisy),
+            num_val=len(val_idx),
+            num_classes=raw.num_classes,
+        ),
     )

@@ -1,28 +1,11 @@
 """The SAM optimizer (Foret et al., ICLR 2021) and its adaptive variant ASAM (Kwon et al., ICML 2021).
 
-One step of SAM, as Algorithm 1 of the paper::
-
-    g      = grad L(w)                          # pass 1, on the batch
-    e(w)   = rho * g / ||g||_2                  # norm over ALL parameters together
-    g_sam  = grad L(w + e(w))                   # pass 2, same batch
-    w      <- base_optimizer_step(w, g_sam)     # w restored exactly first
-
-ASAM (``adaptive=True``) replaces the Euclidean ball with one scaled by T_w = |w| + eta, element-wise:
-``e(w) = rho * T_w^2 g / ||T_w g||_2``. Every parameter with a gradient is scaled, biases and BatchNorm
-affine parameters included (with ``eta=0`` a parameter that is exactly zero is therefore never perturbed;
-that is what ``eta`` is for).
-
-The API is the one of the widely used PyTorch SAM port, so switching is one import::
-
-    optimizer = SAM(model.parameters(), torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.9, nesterov=True)
-    loss_fn(model(x), y).backward()
-    optimizer.first_step(zero_grad=True)
-    loss_fn(model(x), y).backward()
-    optimizer.second_step(zero_grad=True)
-
-``step(closure)`` drives the same two passes for frameworks that call ``optimizer.step(closure)``
-(Lightning, Accelerate). Learning-rate schedulers attach to ``optimizer.base_optimizer``; ``state_dict``
-is the base optimizer's (momentum buffers, step counts), so a resumed run continues bit-exactly.
+One step is Algorithm 1 of the paper, as sketched in the README ("The optimizer"): ``first_step`` moves w
+to w + e(w), ``second_step`` restores w exactly and lets the base optimizer step with the gradient taken
+there. ASAM (``adaptive=True``) scales the ball element-wise by T_w = |w| + eta:
+``e(w) = rho * T_w^2 g / ||T_w g||_2``, on every parameter with a gradient (biases and BatchNorm affine
+included; with ``eta=0`` an exactly-zero parameter is never perturbed, which is what ``eta`` is for).
+The API is the one of the widely used PyTorch SAM port (davda54/sam), so switching is one import.
 """
 
 from __future__ import annotations
@@ -48,7 +31,9 @@ def _check_nonnegative_finite(name: str, value: Any) -> float:
 
 
 def global_grad_norm(tensors: Sequence[Tensor]) -> Tensor:
-    """L2 norm of all tensors taken together, with fused per-device norms and no host sync."""
+    """L2 norm of all tensors taken together, with fused per-device norms and no host sync.
+
+    Computed in float32 for float32 / bf16 / fp16 tensors and in float64 for float64 ones."""
     if not tensors:
         raise ValueError("global_grad_norm needs at least one tensor")
     by_device: dict[torch.device, list[Tensor]] = {}
@@ -57,8 +42,9 @@ def global_grad_norm(tensors: Sequence[Tensor]) -> Tensor:
     first = tensors[0].device
     norms = []
     for group in by_device.values():
-        per_tensor = torch._foreach_norm(group)
-        norms.append(torch.linalg.vector_norm(torch.stack(per_tensor).float()).to(first, non_blocking=True))
+        per_tensor = torch.stack(torch._foreach_norm(group))
+        per_tensor = per_tensor.to(torch.promote_types(per_tensor.dtype, torch.float32))
+        norms.append(torch.linalg.vector_norm(per_tensor).to(first, non_blocking=True))
     return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))
 
 
@@ -124,67 +110,33 @@ class SAM(torch.optim.Optimizer):
 
     # -- the two halves of a step -------------------------------------------------------------------
     @torch.no_grad()
-    def first_step(
-        self,
-        zero_grad: bool = False,
-        *,
-        grads: Sequence[Tensor | None] | None = None,
-        reuse_saved: bool = False,
-    ) -> None:
+    def first_step(self, zero_grad: bool = False, *, grads: Sequence[Tensor | None] | None = None) -> None:
         """Move every parameter that has a gradient from w to w + e(w).
 
-        ``grads`` (aligned with :meth:`params`) replaces ``p.grad``; such tensors are consumed (scaled in
-        place). With ``zero_grad=True`` the ``.grad`` tensors are consumed the same way and then cleared,
-        which saves one parameter-sized temporary. The direction is invariant to a common scale of the
-        gradients, so still-scaled fp16 gradients (GradScaler) give the same e(w). ``reuse_saved=True``
-        promises that w has not changed since the last :meth:`restore` (m-sharpness chunks within one step),
-        so the saved copy is reused instead of copied again.
+        ``grads`` (aligned with :meth:`params`) replaces ``p.grad``. Either those tensors or, with
+        ``zero_grad=True``, the ``.grad`` tensors are consumed (turned into e in place, then cleared),
+        which saves a parameter-sized temporary. e(w) depends only on the gradient's direction, so
+        still-scaled fp16 gradients (GradScaler) give the same e(w).
         """
         if self._perturbed:
             raise RuntimeError("first_step() called twice: call second_step() or restore() in between")
-        scratch = grads is not None or zero_grad
-        if grads is None:
-            grads = [p.grad for p in self.params()]
-        groups: list[tuple[dict[str, Any], list[Tensor], list[Tensor]]] = []
-        flat = iter(grads)
-        for group in self.param_groups:
-            ps, gs = [], []
-            for p in group["params"]:
-                g = next(flat)
-                if g is not None:
-                    ps.append(p)
-                    gs.append(g)
-            if ps:
-                groups.append((group, ps, gs))
+        consume = grads is not None or zero_grad
+        groups = self._groups_with_gradients(grads)
         if not groups:
             self.grad_norm = None
             return
-
-        # d = T_w g (ASAM) or g; the norm is over all parameters of all groups together. Scratch gradients
-        # and ASAM's T_w g are ours to consume, so d and then e are built in place: no extra copy.
-        scales = [self._asam_scale(group, ps) if group["adaptive"] else None for group, ps, _ in groups]
-        directions = []
-        for (_, _, gs), t in zip(groups, scales):
-            if t is not None and scratch:
-                torch._foreach_mul_(gs, t)
-            directions.append(gs if t is None or scratch else torch._foreach_mul(gs, t))
-        norm = global_grad_norm([d for ds in directions for d in ds])
-        self.grad_norm = norm
-
+        # d = T_w g (ASAM) or g; e = rho T_w d / ||d|| (T_w = 1 for SAM). The norm spans all groups.
+        scales = [_asam_scale(group, ps) if group["adaptive"] else None for group, ps, _ in groups]
+        directions = [gs if t is None else _mul(gs, t, consume) for (_, _, gs), t in zip(groups, scales)]
+        self.grad_norm = norm = global_grad_norm([d for ds in directions for d in ds])
         perturbed = [p for _, ps, _ in groups for p in ps]
-        if not (reuse_saved and tuple(id(p) for p in perturbed) == self._saved_for):
-            self._save(perturbed)
-        for (group, ps, _), t, d in zip(groups, scales, directions):
-            for device, (ps_d, ds_d, t_d) in _split_by_device(ps, d, t).items():
-                factor = (group["rho"] / (norm + _NORM_EPS)).to(device, non_blocking=True)
-                owned = scratch or t_d is not None
-                e = ds_d if owned else torch._foreach_mul(ds_d, factor)  # e = rho g / ||g||
-                if t_d is not None:  # e = rho T^2 g / ||T g||
-                    torch._foreach_mul_(e, t_d)
-                if owned:
-                    torch._foreach_mul_(e, factor)
-                torch._foreach_add_(ps_d, e)
+        self._save(perturbed)
         self._perturbed = perturbed
+        for (group, ps, _), t, d in zip(groups, scales, directions):
+            if t is not None:
+                torch._foreach_mul_(d, t)  # d = T_w g is ours (a copy or consumed): T_w^2 g in place
+            e = _mul_scalar(d, group["rho"] / (norm + _NORM_EPS), in_place=consume or t is not None)
+            torch._foreach_add_(ps, e)
         if zero_grad:
             self.zero_grad(set_to_none=True)
 
@@ -249,13 +201,21 @@ class SAM(torch.optim.Optimizer):
         self.param_groups = self.base_optimizer.param_groups
 
     # -- internals ------------------------------------------------------------------------------------
-    def _asam_scale(self, group: dict[str, Any], params: list[Tensor]) -> list[Tensor]:
-        t = torch._foreach_abs(params)
-        if group["eta"]:
-            torch._foreach_add_(t, group["eta"])
-        return t
+    def _groups_with_gradients(
+        self, grads: Sequence[Tensor | None] | None
+    ) -> list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]:
+        """(group, params, gradients) for each group, keeping only parameters that have a gradient."""
+        flat = iter([p.grad for p in self.params()] if grads is None else grads)
+        groups = []
+        for group in self.param_groups:
+            pairs = [(p, next(flat)) for p in group["params"]]
+            pairs = [(p, g) for p, g in pairs if g is not None]
+            if pairs:
+                groups.append((group, [p for p, _ in pairs], [g for _, g in pairs]))
+        return groups
 
     def _save(self, params: list[Tensor]) -> None:
+        """Copy w into the persistent buffers (allocated again only when the set of parameters changes)."""
         key = tuple(id(p) for p in params)
         if key != self._saved_for:
             self._saved = [torch.empty_like(p) for p in params]
@@ -263,15 +223,33 @@ class SAM(torch.optim.Optimizer):
         torch._foreach_copy_(self._saved, params)
 
 
-def _split_by_device(
-    ps: list[Tensor], ds: list[Tensor], ts: list[Tensor] | None
-) -> dict[torch.device, tuple[list[Tensor], list[Tensor], list[Tensor] | None]]:
-    """Foreach kernels and the 0-d scale tensor want one device per call."""
-    out: dict[torch.device, tuple[list[Tensor], list[Tensor], list[Tensor] | None]] = {}
-    for i, p in enumerate(ps):
-        entry = out.setdefault(p.device, ([], [], None if ts is None else []))
-        entry[0].append(p)
-        entry[1].append(ds[i])
-        if ts is not None:
-            entry[2].append(ts[i])  # type: ignore[union-attr]
+def _asam_scale(group: dict[str, Any], params: list[Tensor]) -> list[Tensor]:
+    """T_w = |w| + eta."""
+    t = torch._foreach_abs(params)
+    if group["eta"]:
+        torch._foreach_add_(t, group["eta"])
+    return t
+
+
+def _mul(tensors: list[Tensor], others: list[Tensor], in_place: bool) -> list[Tensor]:
+    if in_place:
+        torch._foreach_mul_(tensors, others)
+        return tensors
+    return list(torch._foreach_mul(tensors, others))
+
+
+def _mul_scalar(tensors: list[Tensor], factor: Tensor, in_place: bool) -> list[Tensor]:
+    """``tensors * factor`` for a 0-d tensor, moved to each device once (fused kernels want one device)."""
+    out = list(tensors)
+    by_device: dict[torch.device, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_device.setdefault(t.device, []).append(i)
+    for device, index in by_device.items():
+        part = [tensors[i] for i in index]
+        f = factor.to(device, non_blocking=True)
+        if in_place:
+            torch._foreach_mul_(part, f)
+        else:
+            for i, r in zip(index, torch._foreach_mul(part, f)):
+                out[i] = r
     return out

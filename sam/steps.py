@@ -2,15 +2,9 @@
 
 Each returns a :class:`StepResult` of device tensors (no host sync): the loss measured at w, the norm
 of the gradient the base optimizer used (before clipping), and whether the step was skipped (fp16
-overflow). Pick one once with :func:`select_step`; pass objects, not configs.
-
-``sam_step`` reads like Algorithm 1::
-
-    loss = loss_fn(model(x), y); backward(loss)         # pass 1 at w; BN statistics move here
-    optimizer.first_step(zero_grad=True)                # w -> w + e(w)
-    with frozen_bn_stats(model):                        # pass 2 at w + e(w), same batch, same draws
-        backward(loss_fn(model(x), y))
-    optimizer.restore(); base step                      # w restored exactly, then SGD with g_sam
+overflow). Pick one once with :func:`select_step`; pass objects, not configs. ``sam_step`` is Algorithm 1
+as sketched in the README ("The optimizer") plus what a real run needs: L2 decay, clipping, mixed
+precision (``Precision`` owns fp16 loss scaling), DDP, and the same random draws in both passes.
 """
 
 from __future__ import annotations
@@ -25,7 +19,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from sam.batchnorm import ChunkedBNStats, frozen_bn_stats
-from sam.optimizer import SAM, global_grad_norm
+from sam.optimizer import SAM
 from sam.precision import Precision
 from sam.randomness import RNGState, true_gradient
 from sam.weight_decay import add_l2_gradient_
@@ -54,7 +48,6 @@ class StepOptions:
         precision: autocast dtype and, for fp16, the GradScaler.
         perturbation: under DDP, ``per_replica`` (the paper: e(w) from each replica's own examples,
             first pass under ``no_sync``) or ``synced`` (e(w) from the all-reduced first gradient).
-        replay_randomness: replay the RNG between the passes so both see the same random draws.
     """
 
     loss_fn: LossFn
@@ -62,7 +55,6 @@ class StepOptions:
     grad_clip: float | None = None
     precision: Precision = field(default_factory=lambda: Precision(None, "cpu"))
     perturbation: str = "per_replica"
-    replay_randomness: bool = True
 
     def __post_init__(self) -> None:
         if self.perturbation not in PERTURBATION_MODES:
@@ -89,6 +81,9 @@ def select_step(optimizer: torch.optim.Optimizer, m: int | None, per_device_batc
             f"m={m} must divide the per-device batch {per_device_batch} "
             f"(valid: a divisor of {per_device_batch}, or null for m = the per-device batch)"
         )
+    make_step = getattr(optimizer, "make_step", None)
+    if make_step is not None:  # a SAM variant (sam.variants) brings its own step
+        return make_step(m, per_device_batch)
     whole_batch = m is None or m == per_device_batch
     if not isinstance(optimizer, SAM):
         return sgd_step if whole_batch else _with_m(sgd_step_chunked, m)
@@ -103,54 +98,51 @@ def _with_m(step: Callable[..., StepResult], m: int) -> StepFn:
     return chunked
 
 
-# --------------------------------------------------------------------------------------------------
 def sgd_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, opts: StepOptions
 ) -> StepResult:
-    """One forward/backward and a step of the base optimizer (SAM's baseline, every other line shared)."""
-    base = optimizer.base_optimizer if isinstance(optimizer, SAM) else optimizer
-    params = _trainable(base)
-    scale = _loss_scale(opts.precision)
-    with opts.precision.autocast():
+    """One forward/backward and a step of the optimizer (SAM's baseline, every other line shared)."""
+    amp = opts.precision
+    params = _trainable(optimizer)
+    with amp.autocast():
         logits = model(x)
         loss = opts.loss_fn(logits, y)
-    _backward(loss, opts.precision)
-    add_l2_gradient_(params, opts.l2_weight_decay, scale)  # w is the same on every replica
-    return _apply_update(base, params, opts, loss.detach(), _hits(logits, y))
+    amp.backward(loss)
+    add_l2_gradient_(params, opts.l2_weight_decay, amp.loss_scale)  # w is the same on every replica
+    return _apply_update(optimizer, params, opts, loss.detach(), _hits(logits, y))
 
 
 def sam_step(model: nn.Module, optimizer: SAM, x: Tensor, y: Tensor, opts: StepOptions) -> StepResult:
     """Algorithm 1: gradient at w, ascend to w + e(w), gradient there, restore w, base step."""
+    amp = opts.precision
     params = _trainable(optimizer)
-    scale = _loss_scale(opts.precision)
-    rng = RNGState(x.device) if opts.replay_randomness else None
-    local_first_pass = opts.perturbation == "per_replica"
+    scale = amp.loss_scale
+    rng = RNGState(x.device)
 
     # Pass 1 at w: BatchNorm running statistics move here, once per batch.
-    with _no_sync(model, local_first_pass), true_gradient(model, True):
-        with opts.precision.autocast():
+    with _no_sync(model, opts.perturbation == "per_replica"), true_gradient(model, True):
+        with amp.autocast():
             logits = model(x)
             loss = opts.loss_fn(logits, y)
-        _backward(loss, opts.precision)
+        amp.backward(loss)
     add_l2_gradient_(params, opts.l2_weight_decay, scale)
     correct = _hits(logits, y)
     del logits
     optimizer.first_step(zero_grad=True)  # w -> w + e(w)
-    poison = _overflow_poison(optimizer, opts.precision)
+    guard = amp.overflow_guard(optimizer.grad_norm)
 
     # Pass 2 at w + e(w): same batch, same random draws, statistics frozen.
     try:
-        if rng is not None:
-            rng.restore()
+        rng.restore()
         # L2 at w + e(w). Under DDP each replica's e differs, so it goes into .grad before the backward
         # that averages; otherwise after, in the same order as sgd_step (rho = 0 is then bit-equal to SGD).
         l2_first = isinstance(model, DistributedDataParallel)
         if l2_first:
             add_l2_gradient_(params, opts.l2_weight_decay, scale)
         with frozen_bn_stats(model):
-            with opts.precision.autocast():
+            with amp.autocast():
                 loss_perturbed = opts.loss_fn(model(x), y)
-            _backward(loss_perturbed if poison is None else loss_perturbed * poison, opts.precision)
+            amp.backward(_guarded(loss_perturbed, guard))
         if not l2_first:
             add_l2_gradient_(params, opts.l2_weight_decay, scale)
     finally:
@@ -175,38 +167,38 @@ def sam_step_chunked(
     if opts.perturbation != "per_replica":
         raise ValueError("m-sharpness chunks need perturbation='per_replica' (synced e(w) has no chunks)")
 
+    amp = opts.precision
     params = _trainable(optimizer)
     all_params = optimizer.params()
-    scale = _loss_scale(opts.precision)
+    scale = amp.loss_scale
     bn = ChunkedBNStats(model)
     optimizer.zero_grad(set_to_none=True)
     losses, hits = [], []
     for i, (xc, yc) in enumerate(zip(x.split(m), y.split(m))):
-        rng = RNGState(x.device) if opts.replay_randomness else None
+        rng = RNGState(x.device)
         bn.begin_chunk()
+        # Pass 1 at w, into its own gradient list (.grad accumulates the chunks' SAM gradients).
         with _no_sync(model, True), true_gradient(model, True):
-            with opts.precision.autocast():
+            with amp.autocast():
                 logits = model(xc)
                 loss = opts.loss_fn(logits, yc)
-            grads = list(torch.autograd.grad(_scaled(loss, opts.precision), all_params, allow_unused=True))
+            grads = list(torch.autograd.grad(amp.scale(loss), all_params, allow_unused=True))
         add_l2_gradient_(all_params, opts.l2_weight_decay, scale, grads=grads)
         bn.end_chunk()
         losses.append(loss.detach())
         hits.append(_hits(logits, yc))
         del logits
-        optimizer.first_step(grads=grads, reuse_saved=i > 0)  # w -> w + e_i; w copied once per step
+        optimizer.first_step(grads=grads)  # w -> w + e_i
         del grads
-        poison = _overflow_poison(optimizer, opts.precision)
+        guard = amp.overflow_guard(optimizer.grad_norm)
+        # Pass 2 at w + e_i, weight 1/k.
         try:
-            if rng is not None:
-                rng.restore()
-            add_l2_gradient_(params, opts.l2_weight_decay, scale / chunks)  # at w + e_i, weight 1/k
+            rng.restore()
+            add_l2_gradient_(params, opts.l2_weight_decay, scale / chunks)
             with _no_sync(model, i < chunks - 1), frozen_bn_stats(model):
-                with opts.precision.autocast():
+                with amp.autocast():
                     loss_perturbed = opts.loss_fn(model(xc), yc) / chunks
-                if poison is not None:
-                    loss_perturbed = loss_perturbed * poison
-                _backward(loss_perturbed, opts.precision)
+                amp.backward(_guarded(loss_perturbed, guard))
         finally:
             optimizer.restore()
     bn.finish()
@@ -222,25 +214,25 @@ def sgd_step_chunked(
     chunks = _num_chunks(x, m)
     if chunks == 1:
         return sgd_step(model, optimizer, x, y, opts)
-    base = optimizer.base_optimizer if isinstance(optimizer, SAM) else optimizer
-    params = _trainable(base)
-    scale = _loss_scale(opts.precision)
+    amp = opts.precision
+    params = _trainable(optimizer)
+    scale = amp.loss_scale
     bn = ChunkedBNStats(model)
-    base.zero_grad(set_to_none=True)
+    optimizer.zero_grad(set_to_none=True)
     losses, hits = [], []
     for i, (xc, yc) in enumerate(zip(x.split(m), y.split(m))):
         bn.begin_chunk()
         add_l2_gradient_(params, opts.l2_weight_decay, scale / chunks)  # as SAM's chunks: bit-equal at rho=0
         with _no_sync(model, i < chunks - 1):
-            with opts.precision.autocast():
+            with amp.autocast():
                 logits = model(xc)
                 loss = opts.loss_fn(logits, yc)
-            _backward(loss / chunks, opts.precision)
+            amp.backward(loss / chunks)
         bn.end_chunk()
         losses.append(loss.detach())
         hits.append(_hits(logits, yc))
     bn.finish()
-    return _apply_update(base, params, opts, torch.stack(losses).mean(), torch.stack(hits).sum())
+    return _apply_update(optimizer, params, opts, torch.stack(losses).mean(), torch.stack(hits).sum())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -260,61 +252,24 @@ def _hits(logits: Tensor, y: Tensor) -> Tensor:
     return (logits.detach().argmax(-1) == target).sum()
 
 
-def _loss_scale(precision: Precision) -> float:
-    """What the loss is multiplied by before backward: the GradScaler's scale, or 1.
-
-    One host read per step with fp16, where ``GradScaler.step`` synchronises anyway.
-    """
-    return 1.0 if precision.scaler is None else float(precision.scaler.get_scale())
-
-
-def _scaled(loss: Tensor, precision: Precision) -> Tensor:
-    return loss if precision.scaler is None else precision.scaler.scale(loss)
-
-
-def _backward(loss: Tensor, precision: Precision) -> None:
-    _scaled(loss, precision).backward()
-
-
 def _no_sync(model: nn.Module, enabled: bool) -> AbstractContextManager:
     if enabled and isinstance(model, DistributedDataParallel):
         return model.no_sync()
     return nullcontext()
 
 
-def _overflow_poison(optimizer: SAM, precision: Precision) -> Tensor | None:
-    """1.0, or NaN when the first gradient overflowed, to multiply the second loss by.
-
-    Multiplying by exactly 1.0 changes nothing; NaN makes the second gradient non-finite, so the
-    GradScaler skips the step and backs off. It travels through DDP's all-reduce, so an overflow on
-    any replica skips the step on all of them without an extra collective.
-    """
-    if precision.scaler is None or optimizer.grad_norm is None:
-        return None
-    norm = optimizer.grad_norm
-    return torch.where(torch.isfinite(norm), torch.ones_like(norm), torch.full_like(norm, float("nan")))
+def _guarded(loss: Tensor, guard: Tensor | None) -> Tensor:
+    """The second pass's loss times the fp16 overflow guard (``Precision.overflow_guard``)."""
+    return loss if guard is None else loss * guard
 
 
 def _apply_update(
     base: torch.optim.Optimizer, params: list[Tensor], opts: StepOptions, loss: Tensor, correct: Tensor
 ) -> StepResult:
-    """Unscale, clip (global norm, after DDP's averaging), step, and clear gradients."""
-    scaler = opts.precision.scaler
-    if scaler is not None:
-        scaler.unscale_(base)
+    """Unscale (fp16), clip (global norm, after DDP's averaging), step, and clear gradients."""
     with_grad = [p for p in params if p.grad is not None]
     if not with_grad:
         raise RuntimeError("no parameter received a gradient; is the loss connected to the model?")
-    if opts.grad_clip is not None:
-        grad_norm = torch.nn.utils.clip_grad_norm_(with_grad, opts.grad_clip, foreach=True)
-    else:
-        grad_norm = global_grad_norm([p.grad for p in with_grad])
-    if scaler is not None:
-        scaler.step(base)
-        scaler.update()
-        skipped = ~torch.isfinite(grad_norm)
-    else:
-        base.step()
-        skipped = torch.zeros((), dtype=torch.bool, device=grad_norm.device)
+    grad_norm, skipped = opts.precision.clip_and_step(base, with_grad, opts.grad_clip)
     base.zero_grad(set_to_none=True)
     return StepResult(loss, grad_norm.detach(), skipped, correct)

@@ -23,23 +23,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: data/ is not installed
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, scripts/
 
 from data import build_data
 
 
 def write_fake_cifar10(root: Path, num_images: int, seed: int = 0) -> None:
-    """CIFAR-10 layout: data_batch_1..5, test_batch, batches.meta; rows of R, G, B planes, bytes keys."""
+    """CIFAR-10 layout: data_batch_1..5, test_batch, batches.meta; rows of R, G, B planes, str keys (as the
+    official Python 2 pickles load in torchvision)."""
     rng = np.random.default_rng(seed)
     d = root / "cifar-10-batches-py"
     d.mkdir(parents=True)
     files = [f"data_batch_{i}" for i in range(1, 6)]
     for name, n in zip(files, np.array_split(np.arange(num_images), 5), strict=True):
-        entry = {b"data": rng.integers(0, 256, (len(n), 3072), dtype=np.uint8), b"labels": [0] * len(n)}
+        entry = {"data": rng.integers(0, 256, (len(n), 3072), dtype=np.uint8), "labels": [0] * len(n)}
         (d / name).write_bytes(pickle.dumps(entry, protocol=2))
-    entry = {b"data": rng.integers(0, 256, (100, 3072), dtype=np.uint8), b"labels": [0] * 100}
+    entry = {"data": rng.integers(0, 256, (100, 3072), dtype=np.uint8), "labels": [0] * 100}
     (d / "test_batch").write_bytes(pickle.dumps(entry, protocol=2))
-    meta = {b"label_names": [f"c{i}".encode() for i in range(10)]}
+    meta = {"label_names": [f"c{i}" for i in range(10)]}
     (d / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
 
 

@@ -3,11 +3,17 @@
 Usage:
     python scripts/bench_sam.py [--model resnet18|wrn16_8] [--device auto|cpu|cuda] [--batch-size 256]
         [--m 32] [--rounds 5] [--warmup 1] [--threads N] [--precision auto|fp32|bf16|fp16]
-        [--channels-last] [--variants sgd,sam,asam,chunked] [--compare-vmap] [--no-memory] [--quick]
-        [--seed 0]
+        [--channels-last] [--variants sgd,sam,asam,chunked] [--no-memory] [--quick]
+        [--efficient] [--seed 0]
 
-    python scripts/bench_sam.py --quick --compare-vmap --threads 1   # batch 64, m 16: ~2 min on 2 cores
-    python scripts/bench_sam.py --compare-vmap                        # issue 2's setting: batch 256, m 32
+    python scripts/bench_sam.py --quick --threads 1   # batch 64, m 16: ~2 min on 2 cores
+    python scripts/bench_sam.py                       # issue 2's setting: batch 256, m 32
+    python scripts/bench_sam.py --efficient --quick --threads 1   # the efficient SAM family (issue 15)
+
+--efficient times SGD, SAM and every variant of ``sam.variants`` (paper defaults, rho 0.05, one e(w) per
+batch) over 10 rounds, their schedules restarted after the warmup so that the rounds hold two LookSAM
+cycles, RST's coins, SAM-late's last quarter; their per-step cost varies by design, so it is reported as
+the mean over the rounds (x SGD's mean), with the number of two-pass steps among them.
 
 What runs: our real step functions, picked by ``sam.select_step`` exactly as the trainer picks them
 (``sgd_step`` for torch.optim.SGD, ``sam_step`` for SAM/ASAM, ``sam_step_chunked`` for m < batch), with
@@ -35,21 +41,6 @@ Memory, two numbers, both in copies of the trainable parameters (fp32 bytes of o
     without the page, allocator-cache and oneDNN-scratch noise of resident-set measurements (which we
     tried first: +-0.5 parameter copies run to run).
 
---compare-vmap adds a batched prototype of m-sharpness (``BatchedChunkSAM`` below): the k = batch/m chunks
-go through ``torch.func.vmap`` instead of a Python loop. Pass 1 is vmap(grad) over the chunks with
-shared weights (per-chunk gradients, shape (k, *param)); e_i is computed per chunk; pass 2 is vmap(grad)
-over (w + e_i, chunk_i), which torch.func turns into grouped convolutions; the k SAM gradients are
-averaged, then clipped and stepped as ``sam_step_chunked`` does. BatchNorm: the model's buffers are
-passed functionally (``functional_call``) as k stacked copies with in_dims=0, so each chunk normalises
-with its own batch statistics and updates its own running-statistics copy in pass 1 (k devices); the
-model's running statistics become the mean of the k copies and the counter moves by one, as
-``ChunkedBNStats``; pass 2 gets throwaway copies. No module is replaced. The prototype's update is
-checked against ``sam_step_chunked``'s on the same model and batch (max abs difference of the updates
-printed), in fp32 and in fp64: in fp32 a pre-activation within round-off of zero can fall on different
-sides of a ReLU in the two code paths, a discrete change of that unit's gradient (seen: one flipped unit
-moved conv1's update by 1e-4), so fp64 is the check of the algorithm. Then both are timed in the same
-interleaved rounds. It supports plain SAM (not ASAM) without a GradScaler
-and does not replay the RNG between passes (resnet18 and wrn16_8 draw nothing at random).
 """
 
 from __future__ import annotations
@@ -68,17 +59,20 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # models/ is not installed: it runs from the repo root
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, scripts/
 
-from sam import SAM, StepOptions, StepResult, global_grad_norm, resolve_precision, select_step  # noqa: E402
+from sam import SAM, StepOptions, StepResult, resolve_precision, select_step
+from sam.variants import VARIANTS as EFFICIENT_VARIANTS
+from sam.variants import build_variant
 
 MODELS = ("resnet18", "wrn16_8")
-VARIANTS = ("sgd", "sam", "asam", "chunked")
-VMAP = "chunked_vmap"
+VARIANTS = ("sgd", "sam", "asam", "chunked", *EFFICIENT_VARIANTS)
+# --efficient: the SAM family of issue 15 beside SGD and SAM, each with its paper's defaults (configs/optimizer/)
+# and the rho of SAM; MESA's trajectory loss on from the first step (its cost is the teacher forward).
+EFFICIENT = ("sgd", "sam", *EFFICIENT_VARIANTS)
+EFFICIENT_OPTIONS = {"mesa": {"start_epoch": 0}}
+EFFICIENT_ROUNDS = 10  # two LookSAM cycles (k = 5); per-step cost is the mean over them
 NUM_CLASSES = 10
 LR, MOMENTUM = 0.05, 0.9
 SAM_RHO = 0.05
@@ -106,13 +100,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16 (sam.resolve_precision)")
     p.add_argument("--channels-last", action="store_true", help="model and batch in channels_last")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {VARIANTS}")
-    p.add_argument(
-        "--compare-vmap", action="store_true", help="check and time the vmap m-sharpness prototype"
-    )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--quick", action="store_true", help=f"smaller defaults: {QUICK}")
+    p.add_argument(
+        "--efficient",
+        action="store_true",
+        help=f"time the efficient SAM family: --variants {','.join(EFFICIENT)}, {EFFICIENT_ROUNDS} rounds",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.efficient:
+        args.variants = ",".join(EFFICIENT)
+        if args.rounds is None:
+            args.rounds = EFFICIENT_ROUNDS
 
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
@@ -123,10 +123,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     bad = [v for v in args.variants if v not in VARIANTS]
     if bad or not args.variants:
         raise ValueError(f"--variants {bad or args.variants} invalid: choose from {VARIANTS}")
-    if args.compare_vmap and "chunked" not in args.variants:
-        args.variants.append("chunked")
-    if args.compare_vmap:
-        args.variants.append(VMAP)
     if args.batch_size <= 0 or args.m <= 0 or args.batch_size % args.m:
         raise ValueError(f"--m {args.m} must be a positive divisor of --batch-size {args.batch_size}")
     if args.batch_size // args.m < 2 and "chunked" in args.variants:
@@ -189,92 +185,6 @@ def sync(device: torch.device) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-class BatchedChunkSAM:
-    """Prototype: m-sharpness with the k chunks batched by ``torch.func.vmap`` (see the module docstring).
-
-    The maths is ``sam_step_chunked``'s: g_i = grad L_i(w) + wd w; e_i = rho g_i / ||g_i||;
-    g = mean_i [grad L_i(w + e_i) + wd (w + e_i)]; clip to ``grad_clip``; base step. The L2 term's
-    gradient (wd times the point) is added analytically instead of through the graph.
-    """
-
-    def __init__(self, model: nn.Module, optimizer: SAM, opts: StepOptions, m: int) -> None:
-        groups = optimizer.param_groups
-        if any(g["adaptive"] for g in groups) or len({g["rho"] for g in groups}) != 1:
-            raise ValueError("the vmap prototype supports plain SAM (adaptive=False) with one rho")
-        if opts.precision.scaler is not None:
-            raise ValueError("the vmap prototype does not support fp16 + GradScaler; use fp32 or bf16")
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        if {id(p) for _, p in named} != {id(p) for p in optimizer.params()}:
-            raise ValueError("the optimizer must hold exactly the model's trainable parameters")
-        self.model, self.optimizer, self.opts, self.m = model, optimizer, opts, m
-        self.rho = float(groups[0]["rho"])
-        self.names = [n for n, _ in named]
-        self.params = [p for _, p in named]
-        self.buffers = dict(model.named_buffers())
-
-    def _chunk_loss(
-        self, params: dict[str, Tensor], buffers: dict[str, Tensor], xc: Tensor, yc: Tensor
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Loss of one chunk, and (the same loss, its top-1 hits) as aux for reporting."""
-        with self.opts.precision.autocast():
-            logits = functional_call(self.model, (params, buffers), (xc,))
-            loss = self.opts.loss_fn(logits, yc)
-        return loss, (loss.detach(), (logits.detach().argmax(-1) == yc).sum())
-
-    def _stacked_buffers(self, k: int) -> dict[str, Tensor]:
-        """k independent copies of every buffer (one per simulated device), shape (k, *buffer)."""
-        return {n: b.unsqueeze(0).repeat(k, *([1] * b.ndim)) for n, b in self.buffers.items()}
-
-    def step(self, x: Tensor, y: Tensor) -> StepResult:
-        batch = x.shape[0]
-        if batch % self.m:
-            raise ValueError(f"m={self.m} must divide the batch {batch}")
-        k, wd = batch // self.m, self.opts.l2_weight_decay
-        xs, ys = x.unflatten(0, (k, self.m)), y.unflatten(0, (k, self.m))  # (k, m, C, H, W), (k, m)
-        w = [p.detach() for p in self.params]
-        stats = self._stacked_buffers(k)
-
-        # Pass 1 at w: per-chunk gradients (k, *shape); each chunk moves its own copy of the BN statistics.
-        g1, (losses, hits) = vmap(grad(self._chunk_loss, has_aux=True), in_dims=(None, 0, 0, 0))(
-            dict(zip(self.names, w)), stats, xs, ys
-        )
-        g1 = [g1[n] for n in self.names]
-        with torch.no_grad():
-            if wd:
-                for g, p in zip(g1, w):
-                    g.add_(p, alpha=wd)  # grad of 0.5 wd ||w||^2, the same for every chunk
-            per_tensor = torch.stack([torch.linalg.vector_norm(g.flatten(1).float(), dim=1) for g in g1])
-            factor = self.rho / (torch.linalg.vector_norm(per_tensor, dim=0) + 1e-12)  # (k,)
-            for g, p in zip(g1, w):
-                g.mul_(factor.view(-1, *([1] * p.ndim))).add_(p)  # g1 now holds w + e_i, (k, *shape)
-
-        # Pass 2 at w + e_i on chunk i (grouped convolutions); statistics go to throwaway copies.
-        g2, _ = vmap(grad(self._chunk_loss, has_aux=True), in_dims=(0, 0, 0, 0))(
-            dict(zip(self.names, g1)), self._stacked_buffers(k), xs, ys
-        )
-        with torch.no_grad():
-            for n, p, wp in zip(self.names, self.params, g1):
-                mean_grad = g2[n].mean(0)
-                if wd:
-                    mean_grad.add_(wp.mean(0), alpha=wd)  # wd * mean_i (w + e_i)
-                p.grad = mean_grad
-            for n, b in self.buffers.items():  # running stats: mean of the k first-pass updates
-                b.copy_(stats[n].mean(0) if n.endswith(("running_mean", "running_var")) else stats[n][0])
-        del g1, g2, stats
-
-        base = self.optimizer.base_optimizer
-        if self.opts.grad_clip is not None:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.opts.grad_clip, foreach=True)
-        else:
-            grad_norm = global_grad_norm([p.grad for p in self.params])
-        base.step()
-        base.zero_grad(set_to_none=True)
-        skipped = torch.zeros((), dtype=torch.bool, device=grad_norm.device)
-        values = dict(loss=losses.mean(), grad_norm=grad_norm.detach(), skipped=skipped, correct=hits.sum())
-        return StepResult(**{k: v for k, v in values.items() if k in StepResult._fields})
-
-
-# --------------------------------------------------------------------------------------------------
 @dataclass
 class Variant:
     name: str
@@ -283,7 +193,7 @@ class Variant:
     optimizer: torch.optim.Optimizer
     run: Callable[[Tensor, Tensor], StepResult]
     times: list[float] = field(default_factory=list)
-    step_name: str = "BatchedChunkSAM.step"
+    step_name: str = ""
 
 
 def make_variant(
@@ -303,13 +213,23 @@ def make_variant(
     sgd = dict(lr=LR, momentum=MOMENTUM, nesterov=True)
     if name == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), **sgd)
+    elif name in EFFICIENT_VARIANTS:  # schedules span the timed rounds (reset after warmup)
+        opt = build_variant(
+            name,
+            model.parameters(),
+            model=model,
+            rho=SAM_RHO,
+            options=EFFICIENT_OPTIONS.get(name),
+            total_steps=args.rounds,
+            steps_per_epoch=1,
+            seed=args.seed,
+            **sgd,
+        )
     elif name == "asam":
         opt = SAM(model.parameters(), torch.optim.SGD, rho=ASAM_RHO, adaptive=True, eta=ASAM_ETA, **sgd)
     else:
         opt = SAM(model.parameters(), torch.optim.SGD, rho=SAM_RHO, **sgd)
-    if name == VMAP:
-        return Variant(name, f"vmap m={args.m}", model, opt, BatchedChunkSAM(model, opt, opts, args.m).step)
-    m = args.m if name == "chunked" else None
+    m = args.m if name == "chunked" else None  # the efficient variants: one e(w) per batch
     step = select_step(opt, m, args.batch_size)
     label = f"chunked m={args.m}" if name == "chunked" else name
     variant = Variant(name, label, model, opt, lambda x, y: step(model, opt, x, y, opts))
@@ -321,6 +241,14 @@ def time_interleaved(variants: list[Variant], batches: list[tuple[Tensor, Tensor
     """One step per variant per round, starting variant rotating; warmup rounds discarded."""
     total = args.warmup + args.rounds
     for r in range(total):
+        if (
+            r == args.warmup
+        ):  # variant schedules (LookSAM's k, SAM-late's tail, ...) start with the timed rounds
+            for v in variants:
+                if hasattr(v.optimizer, "steps_taken"):
+                    v.optimizer.steps_taken = 0
+                if hasattr(v.optimizer, "sam_steps"):
+                    v.optimizer.sam_steps = 0
         order = variants[r % len(variants) :] + variants[: r % len(variants)]
         x, y = batches[r % len(batches)]
         for v in order:
@@ -428,38 +356,6 @@ def cuda_peaks(args: argparse.Namespace, names: list[str], device: torch.device)
 
 
 # --------------------------------------------------------------------------------------------------
-def check_vmap(
-    base_model: nn.Module, batch: tuple[Tensor, Tensor], args, device, dtype: torch.dtype
-) -> dict[str, float]:
-    """One step of sam_step_chunked and of the vmap prototype from the same weights on the same batch.
-
-    Run in fp32 and in fp64: in fp32 a pre-activation within round-off of 0 can land on different
-    sides of a ReLU in the two code paths (different summation orders), which changes that unit's
-    gradient discretely; fp64 makes such flips vanishingly rare, so it checks the algorithm.
-    """
-    model = copy.deepcopy(base_model).to(dtype)
-    x, y = batch[0].to(dtype), batch[1]
-    precision = None if dtype == torch.float32 else "fp32"  # no autocast around an fp64 check
-    seq = make_variant("chunked", model, args, device, precision)
-    bat = make_variant(VMAP, model, args, device, precision)
-    w0 = [p.detach().clone() for p in seq.model.parameters()]
-    t0 = time.perf_counter()
-    loss_seq = seq.run(x, y).loss
-    t1 = time.perf_counter()
-    loss_bat = bat.run(x, y).loss
-    t2 = time.perf_counter()
-    upd_seq = [p.detach() - w for p, w in zip(seq.model.parameters(), w0)]
-    upd_bat = [p.detach() - w for p, w in zip(bat.model.parameters(), w0)]
-    buffers = zip(seq.model.buffers(), bat.model.buffers())
-    return {
-        "update_max_abs_diff": max(float((a - b).abs().max()) for a, b in zip(upd_seq, upd_bat)),
-        "update_max_abs": max(float(a.abs().max()) for a in upd_seq),
-        "buffer_max_abs_diff": max(float((a.double() - b.double()).abs().max()) for a, b in buffers),
-        "loss_diff": float((loss_seq - loss_bat).abs()),
-        "seconds": (t1 - t0, t2 - t1),
-    }
-
-
 def load_line() -> str:
     try:
         one, five, fifteen = os.getloadavg()
@@ -490,7 +386,7 @@ def report(variants: list[Variant], peaks: dict[str, int] | None, pbytes: int, a
     for v in variants:
         t = med[v.name]
         x_sgd = f"{t / sgd:.2f}" if sgd else "-"
-        x_sam = f"{t / sam:.2f}" if sam and v.name in ("chunked", VMAP) else ""
+        x_sam = f"{t / sam:.2f}" if sam and v.name == "chunked" else ""
         _, extra_held = held_bytes(v.optimizer)
         peak = f"{peaks[v.name] / MIB:.0f}" if peaks and v.name in peaks else "-"
         extra = ""
@@ -499,7 +395,7 @@ def report(variants: list[Variant], peaks: dict[str, int] | None, pbytes: int, a
         notes = []
         if v.name in ("sam", "asam") and sgd:
             notes.append(f"x SGD <= {TARGET_SAM_X_SGD}: {mark(t / sgd <= TARGET_SAM_X_SGD)}")
-        if v.name in ("chunked", VMAP) and sam:
+        if v.name == "chunked" and sam:
             notes.append(f"x SAM <= {TARGET_CHUNKED_X_SAM}: {mark(t / sam <= TARGET_CHUNKED_X_SAM)}")
         if v.name != "sgd" and peaks and "sgd" in peaks and v.name in peaks:
             ok = round((peaks[v.name] - peaks["sgd"]) / pbytes, 2) <= TARGET_EXTRA_PARAM_COPIES
@@ -512,6 +408,23 @@ def report(variants: list[Variant], peaks: dict[str, int] | None, pbytes: int, a
         f"the parameters ({pbytes / MIB:.1f} MiB); peak MiB = peak step memory over model and batch; extra =\n"
         "peak minus SGD's peak, in parameter copies (see the docstring for how peak is measured)."
     )
+
+
+def report_efficient(variants: list[Variant]) -> None:
+    """Per-step cost of the efficient family: the mean over the timed rounds (their cost varies by step)."""
+    mean = {v.name: statistics.fmean(v.times) for v in variants}
+    sgd = mean.get("sgd")
+    print(
+        f"\n{'variant':<16}{'mean ms/step':>14}{'x SGD':>8}{'SAM steps':>11}  (efficient family, mean over rounds)"
+    )
+    for v in variants:
+        share = ""
+        if hasattr(v.optimizer, "sam_steps"):
+            share = f"{v.optimizer.sam_steps}/{len(v.times)}"
+        elif v.name == "looksam":
+            share = f"{-(-len(v.times) // v.optimizer.k)}/{len(v.times)}"
+        ratio = f"{mean[v.name] / sgd:.2f}" if sgd else "-"
+        print(f"{v.label:<16}{mean[v.name] * 1e3:>14.1f}{ratio:>8}{share:>11}")
 
 
 def kernel_floor(
@@ -564,15 +477,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     batches = make_batches(args, device)
 
-    if args.compare_vmap:
-        print("\nvmap prototype vs sam_step_chunked, one step from the same weights on the same batch:")
-        for dtype in (torch.float32, torch.float64):
-            c = check_vmap(base_model, batches[0], args, device, dtype)
-            print(f"  {str(dtype)[6:]}: max |update_seq - update_vmap| = {c['update_max_abs_diff']:.3e} "
-                  f"(max |update| {c['update_max_abs']:.3e}); BN buffers max abs diff "
-                  f"{c['buffer_max_abs_diff']:.3e}; loss diff {c['loss_diff']:.3e} "
-                  f"[one step: {c['seconds'][0]:.1f} s sequential, {c['seconds'][1]:.1f} s vmap]", flush=True)  # fmt: skip
-
     print("\ntiming (interleaved):", flush=True)
     variants = [make_variant(name, base_model, args, device) for name in args.variants]
     print("  steps: " + ", ".join(f"{v.name} -> {v.step_name}" for v in variants), flush=True)
@@ -583,6 +487,8 @@ def main(argv: list[str] | None = None) -> None:
         print("\npeak memory per variant (fresh model and optimizer, two steps each)", flush=True)
         peaks = (cuda_peaks if device.type == "cuda" else cpu_peaks)(args, args.variants, device)
     report(variants, peaks, pbytes, args)
+    if any(v.name in EFFICIENT_VARIANTS for v in variants):
+        report_efficient(variants)
     if "chunked" in args.variants:
         floor = kernel_floor(base_model, batches[0], args.m, device, args.rounds)
         print(

@@ -24,13 +24,12 @@ import numpy as np
 import torch
 from torch import nn
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, scripts/
 
-from data import build_data  # noqa: E402
-from models import create_model  # noqa: E402
-from sam import SAM, StepOptions, frozen_bn_stats, select_step  # noqa: E402
-from sam.trainer.loop import EpochTotals, train_one_epoch  # noqa: E402
+from data import build_data
+from models import create_model
+from sam import SAM, StepOptions, frozen_bn_stats, select_step
+from sam.trainer.loop import EpochTotals, train_one_epoch
 
 
 def write_cifar_shaped(root: Path, n: int) -> None:

@@ -9,11 +9,14 @@ test error ± the 95% CI half-width over seeds (t_{0.975,n-1} * s / sqrt(n), the
 "n/a" for one seed), the number of seeds, the paper's number for the same model/dataset/augment/epochs/
 optimizer/label_noise with the paper's rho beside it (rho itself is not matched, so a rho sweep reads
 against the paper's tuned value), and the difference ours - paper. Cells the paper has but we have not
-run are listed in a separate section. Unreadable results.json files are reported on stderr and skipped.
+run are listed in a separate section, as are runs that failed (a NaN/inf test error: never averaged) and
+job directories without a results.json. Unreadable results.json files are reported on stderr and skipped.
 Runs with an evaluation.json (scripts/evaluate.py) add a "beyond test error" table: ECE, NLL, feature
 rank, linear-probe and corruption error per cell, mean ± 95% CI over seeds.
 
-    --csv          print CSV instead of Markdown (one row per cell; status matched|no_paper_cell|missing)
+    --csv          print CSV instead of Markdown (one row per cell; status matched|no_paper_cell|missing,
+                   and one row per run that failed (failed_run: NaN/inf test error) or has no results.json
+                   (missing_run))
     --out FILE     also write the output (Markdown, or CSV with --csv) to FILE
     --tables ...   which paper tables to compare with (default: all)
 """
@@ -26,9 +29,17 @@ import io
 import sys
 from pathlib import Path
 
-from evaluation_table import evaluation_markdown
-from paper_tables import TABLE_FILES, cell_matches, comparable_cells, load_paper_cells, most_specific
-from run_results import CELL_KEYS, find_unfinished_runs, group_runs, load_runs, mean_ci95
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, scripts/
+
+from scripts.evaluation_table import evaluation_markdown
+from scripts.paper_tables import (
+    TABLE_FILES,
+    cell_matches,
+    comparable_cells,
+    load_paper_cells,
+    most_specific,
+)
+from scripts.run_results import CELL_KEYS, find_unfinished_runs, group_runs, load_runs, mean_ci95
 
 CSV_COLUMNS = (
     "status",
@@ -134,6 +145,39 @@ def unfinished_rows(runs_dir: Path) -> list[dict]:
     ]
 
 
+def failed_rows(failed: list[dict]) -> list[dict]:
+    """Runs whose results.json reports a failure (NaN/inf test error): listed, never averaged."""
+    return [
+        {
+            **{k: run[k] for k in CELL_KEYS},
+            "status": "failed_run",
+            "seeds": run["seed"],
+            "n_seeds": 0,
+            "run_dir": str(run["run_dir"]),
+            "reason": run["reason"],
+        }
+        for run in failed
+    ]
+
+
+def failed_markdown(failed: list[dict]) -> list[str]:
+    if not failed:
+        return []
+    out = [
+        f"## Failed runs: left out of every mean ({len(failed)})",
+        "",
+        "| model | dataset | augment | epochs | label noise | optimizer | ρ | m | seed | why | run directory |",
+        "|" + "---|" * 11,
+    ]
+    for r in failed:
+        out.append(
+            f"| {r['model']} | {r['dataset']} | {r['augment']} | {r['epochs']} | {r['label_noise']:g} "
+            f"| {r['optimizer']} | {r['rho']:g} | {r['m'] if r['m'] is not None else '—'} | {r['seeds']} "
+            f"| {r['reason']} | `{r['run_dir']}` |"
+        )
+    return [*out, ""]
+
+
 def unfinished_markdown(unfinished: list[dict]) -> list[str]:
     if not unfinished:
         return []
@@ -224,13 +268,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.runs_dir.is_dir():
         parser.error(f"RUNS_DIR {str(args.runs_dir)!r} is not a directory")
 
-    runs = load_runs(args.runs_dir)
+    failed: list[dict] = []
+    runs = load_runs(args.runs_dir, failed=failed)
     rows, missing = build_rows(runs, args.tables)
     unfinished = unfinished_rows(args.runs_dir)
+    failures = failed_rows(failed)
     if args.csv:
-        text = to_csv(rows, [*unfinished, *missing])
+        text = to_csv(rows, [*failures, *unfinished, *missing])
     else:
         text = to_markdown(rows, missing, args.runs_dir, len(runs))
+        text += "\n".join(["", *failed_markdown(failures)]) if failures else ""
         text += "\n".join(["", *unfinished_markdown(unfinished)]) if unfinished else ""
         extra = evaluation_markdown(runs)  # runs with an evaluation.json (scripts/evaluate.py)
         text += "\n" + extra if extra else ""

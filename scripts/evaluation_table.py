@@ -5,7 +5,7 @@ with at least one evaluated run: mean ± the 95% t-interval half-width over seed
 linear-probe error and mean corruption error, so a cell's SAM and SGD rows read side by side.
 
 Usage (as a library; scripts/ only):
-    from evaluation_table import evaluation_markdown
+    from scripts.evaluation_table import evaluation_markdown
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from run_results import CELL_KEYS, group_runs, mean_ci95
+from scripts.run_results import CELL_KEYS, group_runs, mean_ci95
 
 COLUMNS = (  # (evaluation.json key path, header)
     (("ece_pct",), "ECE (%)"),

@@ -13,7 +13,8 @@ Reads every results.json below RUNS_DIR (and the metrics.jsonl beside it) and wr
   curves_<setting>.png  train loss and test error vs epoch from metrics.jsonl, one line per cell (mean
                         over seeds, band = min..max over seeds).
 
-Unreadable files are reported on stderr and skipped. Prints the path of every PNG written.
+Unreadable files are reported on stderr and skipped; failed runs (a NaN/inf test error) are listed and
+left out. Prints the path of every PNG written.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ import matplotlib.ticker
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
-from paper_tables import comparable_cells, find_paper_cell, load_paper_cells
-from run_results import CELL_KEYS, group_runs, load_runs, mean_ci95, read_metrics, warn_stderr
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, scripts/
+
+from scripts.paper_tables import comparable_cells, find_paper_cell, load_paper_cells
+from scripts.run_results import CELL_KEYS, group_runs, load_runs, mean_ci95, read_metrics, warn_stderr
 
 SETTING_KEYS = ("model", "dataset", "augment", "epochs", "label_noise")
 
@@ -210,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"RUNS_DIR {str(args.runs_dir)!r} is not a directory")
     out_dir = args.out_dir or args.runs_dir / "plots"
 
-    runs = load_runs(args.runs_dir)
+    failed: list[dict] = []
+    runs = load_runs(args.runs_dir, failed=failed)
+    for run in failed:
+        print(f"failed run, not plotted: {run['run_dir']} ({run['reason']})")
     if not runs:
         print(f"no usable results.json under {args.runs_dir}: nothing to plot")
         return 0

@@ -44,8 +44,22 @@ def effective_optimizer(optimizer: str, rho: float) -> str:
     return "sgd" if optimizer == "sgd" or rho == 0.0 else optimizer
 
 
+class FailedRun(ValueError):
+    """A results.json whose run failed (a NaN/inf test error, or a status other than finished).
+
+    ``run`` holds its cell fields, so it can be listed as failed rather than summarised.
+    """
+
+    def __init__(self, run: dict, reason: str) -> None:
+        super().__init__(f"{run['path']}: the run failed ({reason})")
+        self.run = {**run, "reason": reason}
+
+
 def load_run(path: Path) -> dict:
-    """One results.json as a flat dict with normalised cell fields; ValueError naming the file if unusable."""
+    """One results.json as a flat dict with normalised cell fields; ValueError naming the file if unusable.
+
+    Raises :class:`FailedRun` for a run that failed: it must never enter a mean.
+    """
     path = Path(path)
     try:
         raw = json.loads(path.read_text())
@@ -57,6 +71,8 @@ def load_run(path: Path) -> dict:
     if missing:
         raise ValueError(f"{path}: missing keys {missing} (required: {list(REQUIRED_KEYS)})")
     rho = _number(raw["rho"], "rho", path)
+    if raw["test_error"] is None and raw.get("status", "finished") == "finished":
+        raise ValueError(f"{path}: test_error is null")
     optimizer = effective_optimizer(str(raw["optimizer"]).lower(), rho)
     m = raw.get("m")
     run = {
@@ -69,7 +85,7 @@ def load_run(path: Path) -> dict:
         "m": None if optimizer == "sgd" or m is None else int(_number(m, "m", path)),
         "label_noise": _number(raw.get("label_noise", 0.0) or 0.0, "label_noise", path),
         "seed": raw["seed"],
-        "test_error": _number(raw["test_error"], "test_error", path),
+        "test_error": None if raw["test_error"] is None else _number(raw["test_error"], "test_error", path),
         "test_error_top5": None,
         "train_loss": raw.get("train_loss"),
         "wall_time_s": raw.get("wall_time_s"),
@@ -78,6 +94,12 @@ def load_run(path: Path) -> dict:
     }
     if raw.get("test_error_top5") is not None:
         run["test_error_top5"] = _number(raw["test_error_top5"], "test_error_top5", path)
+    status = raw.get("status", "finished")
+    if status != "finished":
+        raise FailedRun(run, f"status {status!r}")
+    for key in ("test_error", "test_error_top5"):
+        if run[key] is not None and not math.isfinite(run[key]):
+            raise FailedRun(run, f"{key} is {run[key]}")
     return run
 
 
@@ -85,12 +107,19 @@ def find_results_files(root: Path) -> list[Path]:
     return sorted(Path(root).rglob("results.json"))
 
 
-def load_runs(root: Path, warn: Warn = warn_stderr) -> list[dict]:
-    """Every usable results.json below root (recursively); unusable ones are reported and skipped."""
+def load_runs(root: Path, warn: Warn = warn_stderr, failed: list[dict] | None = None) -> list[dict]:
+    """Every usable results.json below root (recursively); unusable ones are reported and skipped.
+
+    Failed runs (:class:`FailedRun`) are reported, left out, and appended to ``failed`` when given.
+    """
     runs = []
     for path in find_results_files(root):
         try:
             runs.append(load_run(path))
+        except FailedRun as err:
+            warn(f"{err}: left out of every mean")
+            if failed is not None:
+                failed.append(err.run)
         except ValueError as err:
             warn(f"skipping {err}")
     return runs

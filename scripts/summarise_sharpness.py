@@ -13,7 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from run_results import group_runs, load_runs, mean_ci95, warn_stderr
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, scripts/
+
+from scripts.run_results import group_runs, load_runs, mean_ci95, warn_stderr
 
 MEASURES = (
     ("lambda_max", "λ_max"),

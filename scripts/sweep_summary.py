@@ -19,7 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from scripts.run_results import group_runs, load_runs, mean_ci95
+from scripts.run_results import group_runs, load_runs, mean_ci95  # Hydra imports this from the repo root
 
 
 def summary_table(sweep_dir: Path) -> str:

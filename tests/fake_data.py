@@ -14,16 +14,19 @@ def _dump(path: Path, obj: dict) -> None:
         pickle.dump(obj, f)
 
 
-def _batch(rng: np.random.Generator, n: int, classes: int, label_key: bytes) -> dict:
+def _batch(rng: np.random.Generator, n: int, classes: int, label_key: str) -> dict:
     labels = rng.integers(0, classes, n)
     # class-dependent mean so a model can learn something; rows are R, G, B planes of 32x32
     base = (labels[:, None] * (200 // classes)).astype(np.int64)
     data = np.clip(base + rng.integers(0, 56, (n, 3072)), 0, 255).astype(np.uint8)
-    return {b"data": data, label_key: labels.tolist()}
+    return {"data": data, label_key: labels.tolist()}
 
 
 def write_fake_cifar(root: Path, name: str, n_train: int = 500, n_test: int = 100, seed: int = 0) -> Path:
-    """``root/cifar-10-batches-py`` or ``root/cifar-100-python`` with the official file names and keys."""
+    """``root/cifar-10-batches-py`` or ``root/cifar-100-python`` with the official file names and keys.
+
+    Keys are str: the official Python 2 pickles load that way with torchvision's ``encoding="latin1"``.
+    """
     rng = np.random.default_rng(seed)
     root = Path(root)
     if name == "cifar10":
@@ -31,15 +34,15 @@ def write_fake_cifar(root: Path, name: str, n_train: int = 500, n_test: int = 10
         d.mkdir(parents=True, exist_ok=True)
         per = n_train // 5
         for i in range(1, 6):
-            _dump(d / f"data_batch_{i}", _batch(rng, per, 10, b"labels"))
-        _dump(d / "test_batch", _batch(rng, n_test, 10, b"labels"))
-        _dump(d / "batches.meta", {b"label_names": [f"class{i}".encode() for i in range(10)]})
+            _dump(d / f"data_batch_{i}", _batch(rng, per, 10, "labels"))
+        _dump(d / "test_batch", _batch(rng, n_test, 10, "labels"))
+        _dump(d / "batches.meta", {"label_names": [f"class{i}" for i in range(10)]})
     elif name == "cifar100":
         d = root / "cifar-100-python"
         d.mkdir(parents=True, exist_ok=True)
-        _dump(d / "train", _batch(rng, n_train, 100, b"fine_labels"))
-        _dump(d / "test", _batch(rng, n_test, 100, b"fine_labels"))
-        _dump(d / "meta", {b"fine_label_names": [f"class{i}".encode() for i in range(100)]})
+        _dump(d / "train", _batch(rng, n_train, 100, "fine_labels"))
+        _dump(d / "test", _batch(rng, n_test, 100, "fine_labels"))
+        _dump(d / "meta", {"fine_label_names": [f"class{i}" for i in range(100)]})
     else:
         raise ValueError(f"name={name!r} is not one of cifar10, cifar100")
     return root

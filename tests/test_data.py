@@ -1,7 +1,8 @@
 """data/: the CIFAR reader, ImageNet folders, digits, augmentations, loaders, label noise and splits.
 
-Fake CIFAR sets are written here as real pickles (bytes keys, (N, 3072) uint8 rows of R, G, B planes) and
-read back through the same reader real runs use. Augmentations are checked against their definitions
+Fake CIFAR sets are written here as real pickles ((N, 3072) uint8 rows of R, G, B planes; str keys, as the
+official Python 2 pickles load with torchvision's encoding) and read back through the same reader real
+runs use (torchvision.datasets). Augmentations are checked against their definitions
 on images whose pixels encode their own coordinates (so the crop offset and flip can be read back), and
 the tensor loader is checked against the torchvision loader.
 """
@@ -19,7 +20,7 @@ from torchvision.transforms import AutoAugment, AutoAugmentPolicy
 
 from data import DatasetNotFoundError, build_data
 from data.augment import BatchedAutoAugment, crop_flip
-from data.cifar import CIFAR10, CIFAR100, load_cifar, read_class_names
+from data.cifar import CIFAR10, CIFAR100, load_cifar
 from data.label_noise import flip_labels
 from data.splits import train_val_split
 
@@ -43,10 +44,10 @@ def write_cifar10(root: Path, train_x, train_y, test_x, test_y) -> Path:
     for i, (xs, ys) in enumerate(zip(np.array_split(train_x, 5), np.array_split(train_y, 5), strict=True)):
         _dump(
             d / f"data_batch_{i + 1}",
-            {b"batch_label": b"x", b"data": _rows(xs), b"labels": list(map(int, ys))},
+            {"batch_label": "x", "data": _rows(xs), "labels": list(map(int, ys))},
         )
-    _dump(d / "test_batch", {b"data": _rows(test_x), b"labels": list(map(int, test_y))})
-    _dump(d / "batches.meta", {b"label_names": [f"class{i}".encode() for i in range(10)]})
+    _dump(d / "test_batch", {"data": _rows(test_x), "labels": list(map(int, test_y))})
+    _dump(d / "batches.meta", {"label_names": [f"class{i}" for i in range(10)]})
     return root
 
 
@@ -136,14 +137,14 @@ def crop_params(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------- CIFAR reader and errors
 def test_cifar10_reader_round_trips_values_labels_and_names(cifar10):
     root, train_x, train_y, test_x, test_y = cifar10
-    x, y = load_cifar(CIFAR10, root, train=True, download=False)
+    x, y, names = load_cifar(CIFAR10, root, train=True, download=False)
     assert x.dtype == np.uint8 and x.shape == (N_TRAIN, 32, 32, 3) and y.dtype == np.int64
     np.testing.assert_array_equal(x, train_x)
     np.testing.assert_array_equal(y, train_y)
-    x, y = load_cifar(CIFAR10, root, train=False, download=False)
+    x, y, _ = load_cifar(CIFAR10, root, train=False, download=False)
     np.testing.assert_array_equal(x, test_x)
     np.testing.assert_array_equal(y, test_y)
-    assert read_class_names(CIFAR10, root, download=False) == tuple(f"class{i}" for i in range(10))
+    assert names == tuple(f"class{i}" for i in range(10))
 
 
 def test_cifar100_reader_uses_fine_labels(tmp_path):
@@ -153,11 +154,9 @@ def test_cifar100_reader_uses_fine_labels(tmp_path):
     x = rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8)
     fine, coarse = rng.integers(0, 100, 50), rng.integers(0, 20, 50)
     for split in ("train", "test"):
-        _dump(d / split, {b"data": _rows(x), b"fine_labels": list(fine), b"coarse_labels": list(coarse)})
-    _dump(
-        d / "meta", {b"fine_label_names": [f"f{i}".encode() for i in range(100)], b"coarse_label_names": []}
-    )
-    got_x, got_y = load_cifar(CIFAR100, tmp_path, train=True, download=False)
+        _dump(d / split, {"data": _rows(x), "fine_labels": list(fine), "coarse_labels": list(coarse)})
+    _dump(d / "meta", {"fine_label_names": [f"f{i}" for i in range(100)], "coarse_label_names": []})
+    got_x, got_y, _ = load_cifar(CIFAR100, tmp_path, train=True, download=False)
     np.testing.assert_array_equal(got_x, x)
     np.testing.assert_array_equal(got_y, fine)
     b = build_data("cifar100", root=tmp_path, batch_size=10, download=False)

@@ -10,12 +10,20 @@ BLOCKED = ["hydra", "omegaconf", "wandb", "timm", "tqdm", "torchvision", "sklear
 def test_import_sam_needs_torch_only():
     code = textwrap.dedent(
         f"""
-        import importlib.abc, sys
+        import importlib.abc, importlib.machinery, sys
+
+        class Missing(importlib.abc.Loader):
+            # Found (so torch's optional-dependency probes see a spec without an origin) but never importable.
+            def create_module(self, spec):
+                raise ModuleNotFoundError("blocked: " + spec.name)
+
+            def exec_module(self, module):
+                raise ModuleNotFoundError("blocked: " + module.__name__)
 
         class Block(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
                 if name.split(".")[0] in {BLOCKED!r}:
-                    raise ImportError("blocked: " + name)
+                    return importlib.machinery.ModuleSpec(name, Missing(), origin=None)
                 return None
 
         sys.meta_path.insert(0, Block())

@@ -11,7 +11,7 @@ import torch
 from sam_reference import clip, nesterov_sgd, sam_gradient
 from torch import nn
 
-from sam import SAM, StepOptions, sam_step, sgd_step
+from sam import SAM, StepOptions, frozen_bn_stats, sam_step, sgd_step
 
 
 def mlp(seed: int = 0) -> nn.Module:
@@ -163,6 +163,57 @@ def test_closure_api_equals_two_call_api():
         ob.step(closure)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
+
+
+def bn_net(seed: int = 3) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 25, 4)
+    )
+
+
+def test_closure_with_frozen_bn_moves_statistics_once_as_the_two_call_loop():
+    a, b = bn_net(), bn_net()
+    oa = SAM(a.parameters(), torch.optim.SGD, rho=0.5, lr=0.1, momentum=0.9)
+    ob = SAM(b.parameters(), torch.optim.SGD, rho=0.5, lr=0.1, momentum=0.9)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        x, y = torch.randn(8, 3, 5, 5, generator=g), torch.randint(0, 4, (8,), generator=g)
+        one_forward = copy.deepcopy(b)
+        one_forward(x)  # independent of SAM: the statistics of one train-mode forward at w
+        nn.functional.cross_entropy(a(x), y).backward()
+        oa.first_step(zero_grad=True)
+        with frozen_bn_stats(a):
+            nn.functional.cross_entropy(a(x), y).backward()
+        oa.second_step(zero_grad=True)
+
+        def closure(x=x, y=y):
+            ob.zero_grad()
+            loss = nn.functional.cross_entropy(b(x), y)
+            loss.backward()
+            return loss
+
+        ob.step(closure, frozen_bn=lambda: frozen_bn_stats(b))
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            assert torch.equal(getattr(b[1], name), getattr(one_forward[1], name)), name
+    for (name, ta), tb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(ta, tb), name
+    assert int(b[1].num_batches_tracked) == 3  # once per step; without frozen_bn it would be 6
+
+
+def test_closure_without_frozen_bn_moves_statistics_in_both_passes():
+    model = bn_net()
+    opt = SAM(model.parameters(), torch.optim.SGD, rho=0.5, lr=0.1)
+    x, y = torch.randn(8, 3, 5, 5), torch.randint(0, 4, (8,))
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    assert int(model[1].num_batches_tracked) == 2
 
 
 def test_closure_returns_loss_at_w():

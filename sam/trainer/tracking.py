@@ -13,6 +13,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from sam.trainer.wandb_fallback import init_wandb_run
+
 log = logging.getLogger(__name__)
 
 
@@ -62,7 +64,9 @@ class WandbTracker:
 
         self._wandb = wandb
         self.run_id = run_id or secrets.token_hex(4)  # W&B ids: [a-z0-9]; kept across resumes
-        self.run = wandb.init(
+        self.run = init_wandb_run(  # offline with a warning when online fails (wandb_fallback.py)
+            wandb,
+            run_dir=run_dir,
             project=project,
             entity=entity,
             group=group,
@@ -70,7 +74,6 @@ class WandbTracker:
             name=name,
             id=self.run_id,
             resume="allow",
-            dir=str(run_dir),
             config=config,
         )
         self.run.define_metric("epoch")
