@@ -115,3 +115,10 @@ def test_frozen_bn_statistics_normalise_with_running_stats_in_train_mode():
     out.sum().backward()  # BatchNorm's affine weights still learn
     bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     assert bn.weight.grad is not None and bn.weight.grad.abs().sum() > 0
+
+
+def test_create_model_takes_a_model_config_with_finetuning_keys_off_and_refuses_them_on():
+    cfg = {"depth": 10, "widen_factor": 1, "pretrained": None, "reset_head": "auto", "freeze_bn_stats": False}
+    assert isinstance(create_model("wide_resnet", 3, in_chans=1, **cfg), nn.Module)
+    with pytest.raises(ValueError, match=r"\['freeze_bn_stats'\] are finetuning options"):
+        create_model("wide_resnet", 3, in_chans=1, **{**cfg, "freeze_bn_stats": True})
