@@ -105,3 +105,14 @@ def test_efficientnet_b7_is_the_papers_size_on_meta():
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(
         66.3e6, rel=0.01
     )  # EfficientNet paper: 66M
+
+
+@pytest.mark.slow  # a 66M-parameter forward/backward on CPU
+def test_efficientnet_b7_trains_at_32px_with_finite_gradients():
+    torch.manual_seed(0)
+    model = create_model("efficientnet_b7", 10)
+    model.train()
+    out = model(torch.randn(4, 3, 32, 32))
+    assert out.shape == (4, 10)
+    out.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
