@@ -144,6 +144,7 @@ def build(cfg: DictConfig, ctx: DistContext) -> Objects:
         rank=ctx.rank,
         download=cfg.dataset.download,
         autoaugment_cutout=cfg.dataset.autoaugment_cutout,
+        autoaugment_policy=cfg.dataset.autoaugment_policy,
         classes=cfg.dataset.get("classes"),
         image_size=cfg.dataset.get("image_size"),
         train_repeats=cfg.dataset.get("train_repeats") or 1,

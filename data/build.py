@@ -223,6 +223,7 @@ def build_data(
     rank: int = 0,
     download: bool = True,
     autoaugment_cutout: bool = False,
+    autoaugment_policy: str = "official",
     classes: Sequence[int] | None = None,
     image_size: int | None = None,
     train_repeats: int = 1,
@@ -270,7 +271,13 @@ def build_data(
     if batch_size > len(noisy):
         raise ValueError(f"batch_size={batch_size} is larger than the {len(noisy)} training examples")
     spec = make_spec(
-        augment, pad=raw.pad, hflip=raw.hflip, cutout_size=cutout_size, autoaugment_cutout=autoaugment_cutout
+        augment,
+        pad=raw.pad,
+        hflip=raw.hflip,
+        cutout_size=cutout_size,
+        autoaugment_cutout=autoaugment_cutout,
+        autoaugment_policy=autoaugment_policy,
+        autoaugment_dataset=name,
     )
     dev = torch.device(device)
     use_tensor = isinstance(raw.train_images, np.ndarray) and loader in ("tensor", "auto")
