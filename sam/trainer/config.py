@@ -44,6 +44,10 @@ class DatasetConfig:
     autoaugment_cutout: bool = MISSING
     autoaugment_policy: str = MISSING
     num_workers: int = MISSING
+    # only the finetuning datasets (Table 3) set these
+    classes: list[int] | None = None
+    image_size: int | None = None
+    train_repeats: int | None = None
 
 
 @dataclass
