@@ -51,9 +51,10 @@ LIGHTNING_ACCUMULATION = (
 )
 
 ACCELERATE_ACCUMULATION = (
-    "SAM.step(closure) under Accelerate with gradient_accumulation_steps={steps}: Accelerate's "
-    "optimizer.step() skips the closure on the {skipped} of every {steps} steps that do not sync, so "
-    "those batches would never be trained on. Use gradient_accumulation_steps=1 with a larger batch."
+    "SAM under Accelerate with gradient_accumulation_steps={steps}: SAM over accumulated micro-batches is "
+    "not defined here. Accelerate's optimizer.step(closure) skips the closure on the {skipped} of every "
+    "{steps} steps that do not sync, so those batches would never be trained on, and first_step() would "
+    "clear the gradient accumulated so far. Use gradient_accumulation_steps=1 with a larger batch."
 )
 
 ACCELERATE_FP16 = (

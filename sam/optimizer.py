@@ -151,6 +151,7 @@ class SAM(torch.optim.Optimizer):
                 "restore() in between (under fp16, a GradScaler that skips step() leaves them there: "
                 "call restore() before the framework's step())"
             )
+        _refuse_accelerate_accumulation()
         self._pass["awaiting_second_step"] = True
         if self.model is not None:
             self._pass["bn_saved"] = [(b, b.clone()) for b in bn_stat_buffers(self.model)]
@@ -330,10 +331,14 @@ def _call(closure: Callable[[], Tensor]) -> Tensor:
         return closure()
 
 
-def _refuse_framework_patterns(closure: Callable[[], Tensor]) -> None:
+def _refuse_accelerate_accumulation() -> None:
     steps = frameworks.accelerate_accumulation_steps()
     if steps > 1:
         raise RuntimeError(frameworks.ACCELERATE_ACCUMULATION.format(steps=steps, skipped=steps - 1))
+
+
+def _refuse_framework_patterns(closure: Callable[[], Tensor]) -> None:
+    _refuse_accelerate_accumulation()
     if frameworks.accelerate_mixed_precision() == "fp16":
         raise RuntimeError(frameworks.ACCELERATE_FP16)
 

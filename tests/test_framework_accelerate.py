@@ -94,16 +94,22 @@ def test_two_call_recipe_through_the_wrapper_is_exact(make_accelerator):
     assert_same_state(accelerator.unwrap_model(model), expected)
 
 
-def test_gradient_accumulation_is_refused(make_accelerator):
+@pytest.mark.parametrize("recipe", ["closure", "two_call"])
+def test_gradient_accumulation_is_refused(make_accelerator, recipe):
     accelerator = make_accelerator(gradient_accumulation_steps=2)
     model, optimizer, loader = prepared(accelerator)
+    before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(RuntimeError, match=r"gradient_accumulation_steps=2.*never be trained on"):
         for x, y in loader:
             with accelerator.accumulate(model):
-                optimizer.step(
-                    lambda x=x, y=y: accelerator.backward(nn.functional.cross_entropy(model(x), y))
-                )
-                optimizer.zero_grad()
+                if recipe == "closure":
+                    optimizer.step(
+                        lambda x=x, y=y: accelerator.backward(nn.functional.cross_entropy(model(x), y))
+                    )
+                else:
+                    accelerator.backward(nn.functional.cross_entropy(model(x), y))
+                    optimizer.optimizer.first_step(zero_grad=True)
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
 
 
 def test_fp16_two_call_recipe_equals_a_gradscaler_loop_and_survives_an_overflow(make_accelerator):

@@ -9,6 +9,7 @@ from framework_reference import (
     BATCH,
     STEPS,
     assert_same_state,
+    batches,
     data,
     data_with_an_overflow,
     gradscaler_two_call_reference,
@@ -18,6 +19,8 @@ from framework_reference import (
 )
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+
+from sam import frozen_bn_stats
 
 L = pytest.importorskip("lightning")  # the [dev] extra; importing it alone takes over 5 s on 2 cores
 from lightning.pytorch.plugins.precision import MixedPrecision  # noqa: E402
@@ -152,3 +155,24 @@ def test_fp16_manual_recipe_equals_a_gradscaler_two_call_loop_and_survives_an_ov
     assert_same_state(module.net, expected)
     assert not any(torch.isnan(p).any() for p in module.parameters())  # the skipped step kept w
     assert trainer.global_step == STEPS  # Lightning counts a step its scaler skipped, as for any optimizer
+
+
+def test_gradient_clipping_matches_clipping_the_sam_gradient_to_round_off():
+    """Lightning clips after every closure call, pass 1's too: e(w) comes from the clipped gradient, which has
+    the same direction, so the result equals clipping only the SAM gradient up to round-off, not bitwise."""
+    clip = 0.3
+    module = AutomaticSAM()
+    fit(module, gradient_clip_val=clip)
+    model = net()
+    optimizer = make_sam(model.parameters())
+    norms = []
+    for x, y in batches():
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.first_step(zero_grad=True)
+        with frozen_bn_stats(model):
+            nn.functional.cross_entropy(model(x), y).backward()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip)))
+        optimizer.second_step(zero_grad=True)
+    assert min(norms) > clip  # clipping acted on every step
+    for (name, a), b in zip(module.net.state_dict().items(), model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7, msg=name)
