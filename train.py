@@ -34,51 +34,99 @@ from models.pretrained import prepare_for_finetuning, split_finetune_options
 from sam import SAM, StepOptions, decoupled_param_groups, resolve_precision, select_step
 from sam.trainer.checkpoint import CheckpointManager
 from sam.trainer.config import effective_m, unknown_key_message, uses_sam, validate
+from sam.trainer.diskspace import disk_full_cause
 from sam.trainer.distributed import DistContext, setup_distributed
+from sam.trainer.exit_codes import ExitCode, RunError
+from sam.trainer.inputs import check_data_fingerprint
 from sam.trainer.loop import NonFiniteLossError
+from sam.trainer.preflight import claim_run_dir, preflight, release_claim
 from sam.trainer.provenance import device_name
-from sam.trainer.run import Objects, Run, finished_results, load_resume_state
+from sam.trainer.run import OPERATIONAL_KEYS, Objects, Run, load_resume_state
+from sam.trainer.rundir import LOCK_NAME, RunRecords
 from sam.trainer.schedule import warmup_then
 from sam.variants import VARIANTS, build_variant
 
 log = logging.getLogger("train")
-
-# Exit codes: 0 done (or already done), 2 bad input (command line, config, data files, checkpoint),
-# 3 the loss stayed NaN/inf, 128 + signal preempted (checkpointed: run the same command again).
-# Hydra's own composition errors (an unknown group option, a value of the wrong type) exit 1.
-EXIT_BAD_INPUT, EXIT_NONFINITE = 2, 3
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    """One job: the run directory's checks, then training; every failure is one line and an exit code."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    records = RunRecords().start()  # log lines wait in memory until the command is accepted
     try:
-        results = train(cfg, run_dir)
-    except (ValueError, FileNotFoundError, NonFiniteLossError) as err:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        results = train(cfg, run_dir, records)
+    except Exception as err:
+        code = exit_code(err)
+        if code is None:
+            raise  # a bug: the traceback is the message
+        if records.file_handler is None:  # refused before it was accepted: the directory is untouched
+            records.discard()
+            if multirun and not any(p.name != LOCK_NAME for p in run_dir.iterdir()):
+                records.accept(run_dir, cfg)  # a sweep's new job: its records let compare.py list it
+            release_claim(run_dir, refused=True)
+        cause = None if isinstance(err, RunError) else disk_full_cause(err)
+        message = (
+            str(err) if cause is None else f"no space left on the device writing {cause.filename or run_dir}"
+        )
+        log.error("%s", message)
+        records.close()
+        if multirun:
             raise  # Hydra marks this job failed; the other jobs of the sweep go on
-        log.error("%s", err)
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(EXIT_NONFINITE if isinstance(err, NonFiniteLossError) else EXIT_BAD_INPUT)
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(int(code))
+    release_claim(run_dir, refused=False)
+    records.close()
     return results["test_error"]
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Check the config, resume if a checkpoint exists, train, evaluate, write results.json."""
+def exit_code(err: BaseException) -> ExitCode | None:
+    """The exit code of an expected failure (README: exit codes); None for a bug."""
+    if isinstance(err, RunError):
+        return err.exit_code
+    if isinstance(err, NonFiniteLossError):
+        return ExitCode.NON_FINITE
+    if disk_full_cause(err) is not None:
+        return ExitCode.DISK_FULL
+    if isinstance(err, ValueError | FileNotFoundError):
+        return ExitCode.BAD_INPUT
+    return None
+
+
+def train(cfg: DictConfig, run_dir: Path, records: RunRecords | None = None) -> dict[str, Any]:
+    """Check the command against the run directory, resume or start, train, evaluate, write results.json.
+
+    Nothing is written into ``run_dir`` before every check passed; then ``records`` (Hydra's job records
+    and train.log; None in-process, outside a Hydra job) are written.
+    """
     ctx = setup_distributed(cfg.device)
     validate(cfg, ctx.world_size)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    done = claim_run_dir(run_dir, resolved, OPERATIONAL_KEYS)  # the lock, or a finished run of this command
+    if done is not None:
+        log.info("%s holds a finished run of this command (results.json); nothing to do", run_dir)
+        return done
     if cfg.trainer.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     ckpts = CheckpointManager(run_dir / "checkpoints")
     state = load_resume_state(ckpts, resolved)  # refuses a run directory of another command
-    done = finished_results(state, run_dir)
-    if done is not None:
-        log.info("%s is complete (results.json exists); nothing to do", run_dir)
-        return done
 
     objs = build_objects(cfg, ctx)
+    data_changes = []
+    if state is not None:
+        data_changes = check_data_fingerprint(
+            state.get("data_fingerprint"),
+            objs.data.fingerprint,
+            checkpoint=state["path"],
+            allow=cfg.trainer.allow_data_change,
+        )
+    if records is not None and ctx.is_main:
+        records.accept(run_dir, cfg)
+    elif records is not None:
+        records.discard()  # rank 0 keeps the run's records
     log.info(
         "model %s (%.2fM params) | %s | %s on %s x%d | batch %d, m %d (examples per e(w)) | %d steps/epoch | %s",
         cfg.model.name,
@@ -101,6 +149,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     run = Run(cfg, run_dir, ctx, objs, resolved, ckpts)
     if state is not None:
         run.resume(state)
+        run.progress.data_changes += (
+            [{"from_step": run.progress.global_step, "changes": data_changes}] if data_changes else []
+        )
     del state
     run.train()
     return run.write_results()
@@ -235,9 +286,18 @@ def build(cfg: DictConfig, ctx: DistContext) -> Objects:
     )
 
 
+def check_command(cfg: DictConfig) -> None:
+    """The checks of a composed config before Hydra creates anything (``preflight``)."""
+    validate(cfg, int(os.environ.get("WORLD_SIZE", "1")))
+
+
 if __name__ == "__main__":
     problem = unknown_key_message(sys.argv[1:])  # Hydra's own message does not name the valid keys
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(ExitCode.BAD_INPUT)
+    # Values, a finished or locked run directory: refused before Hydra creates or writes anything.
+    sys.argv[1:] = preflight(
+        sys.argv[1:], config_dir=CONFIG_DIR, config_name="train", check=check_command, ignore=OPERATIONAL_KEYS
+    )
     main()

@@ -55,6 +55,7 @@ from sam import SAM, Precision, StepOptions, sam_step, sgd_step
 from sam.trainer.checkpoint import FORMAT, CheckpointError, CheckpointManager
 from sam.trainer.loop import EpochTotals, NonFiniteLossError, train_one_epoch
 from sam.trainer.preemption import PreemptionHandler
+from sam.trainer.rundir import RunDirMismatchError
 
 # 2 epochs x 4 steps of a 0.08M-parameter WRN on digits. Dropout (global RNG), m=16 (two e(w) chunks per
 # batch) and the basic augmentation (per-epoch draws) are on, so a resume must restore all of them.
@@ -136,7 +137,7 @@ def test_resuming_with_a_command_that_computes_something_else_is_refused(runs, t
     run_dir = tmp_path / "copy"
     shutil.copytree(runs["seed0"], run_dir)
     before = (run_dir / "results.json").read_text()
-    with pytest.raises(CheckpointError, match=r"different run \(rho: 0\.05 -> 0\.2\)"):
+    with pytest.raises(RunDirMismatchError, match=r"finished run of another command \(rho: 0\.05 -> 0\.2\)"):
         train_in_process([*TINY, "rho=0.2"], run_dir)
     same = train_in_process([*TINY, "trainer.log_every_n_steps=7"], run_dir)  # operational keys may change
     assert same == json.loads(before) and (run_dir / "results.json").read_text() == before
@@ -561,11 +562,9 @@ def test_bad_command_lines_fail_fast_with_a_clear_message_and_write_nothing_else
             mine.append(f"took {run.seconds:.0f} s")
         if "epoch 1/" in text:
             mine.append("training started")
-        # Its own run directory holds Hydra's records at most; what was there is untouched.
+        # Refused: nothing written (not even Hydra's records or a lock file); what was there is untouched.
         after = _tree(case)
-        extra = {
-            p for p in set(after) - set(tree) if not (p.startswith("run/.hydra/") or p == "run/train.log")
-        }
+        extra = set(after) - set(tree)
         if extra or any(after.get(p) != v for p, v in tree.items()):
             mine.append(f"wrote {sorted(extra)} or changed some of {sorted(tree)}")
         problems += [f"{name}: {m}" for m in mine] + ([run.output[-3000:]] if mine else [])

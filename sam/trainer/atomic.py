@@ -14,6 +14,8 @@ from typing import IO, Any
 
 import torch
 
+from sam.trainer.diskspace import disk_full_guard, state_nbytes
+
 
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -29,16 +31,19 @@ def atomic_write(
     *,
     before_replace: Callable[[], Any] | None = None,
     on_stage: Callable[[str], Any] | None = None,
+    size_hint: int | None = None,
 ) -> Path:
     """``write(f)`` into ``PATH.tmp``, fsync, ``before_replace()``, rename over ``path``, fsync the directory.
 
     ``on_stage`` is called with ``"written"`` (complete, not yet durable) and ``"synced"`` (durable, not yet
-    renamed): the points a kill can hit, for tests that kill there.
+    renamed): the points a kill can hit, for tests that kill there. A full disk raises
+    :class:`~sam.trainer.diskspace.DiskFullError` (naming ``path`` and ``size_hint`` bytes) with the
+    temporary file removed and ``path`` untouched.
     """
     path = Path(path)
     stage = on_stage or (lambda name: None)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with disk_full_guard(path, size_hint, remove=[tmp]), open(tmp, "wb") as f:
         write(f)
         stage("written")
         f.flush()
@@ -52,9 +57,10 @@ def atomic_write(
 
 
 def atomic_write_text(path: Path | str, text: str) -> Path:
-    return atomic_write(path, lambda f: f.write(text.encode()))
+    data = text.encode()
+    return atomic_write(path, lambda f: f.write(data), size_hint=len(data))
 
 
 def atomic_torch_save(obj: Any, path: Path | str) -> Path:
     """``torch.save`` that leaves either the old file or the complete new one."""
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    return atomic_write(path, lambda f: torch.save(obj, f), size_hint=state_nbytes(obj))

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from sam.trainer.atomic import atomic_write
+from sam.trainer.diskspace import state_nbytes
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class CheckpointManager:
             lambda f: torch.save({"format": FORMAT, **state}, f),
             before_replace=rotate,
             on_stage=stage,
+            size_hint=state_nbytes(state),
         )
         self._unusable.discard(self.last)
         return self.last

@@ -15,11 +15,12 @@ constructor arguments; W&B's settings), and Hydra's struct mode still rejects ke
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, get_type_hints
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from sam.precision import PRECISIONS
 from sam.steps import PERTURBATION_MODES
@@ -76,6 +77,7 @@ class TrainerConfig:
     log_every_n_steps: int = MISSING
     checkpoint_interval_min: float | None = MISSING
     max_nonfinite_steps: int = MISSING
+    allow_data_change: bool = MISSING
     deterministic: bool = MISSING
     save_final_model: bool = MISSING
 
@@ -146,17 +148,26 @@ RANGES = (
     ("label_noise", lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
     ("label_smoothing", lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
     ("grad_clip", lambda v: math.isfinite(v) and v > 0, "a number > 0, or null (no clipping)"),
+    ("trainer.limit_train_batches", lambda v: v >= 1, "an integer >= 1, or null (every batch)"),
+    ("trainer.limit_val_batches", lambda v: v >= 1, "an integer >= 1, or null (every batch)"),
+    ("trainer.eval_batch_size", lambda v: v >= 1, "an integer >= 1"),
+    ("trainer.log_every_n_steps", lambda v: v >= 1, "an integer >= 1"),
+    ("trainer.checkpoint_interval_min", lambda v: v >= 0, "a number >= 0, or null (0/null: at epoch ends only)"),
+    ("trainer.max_nonfinite_steps", lambda v: v >= 1, "an integer >= 1 (a run still ends on a finite loss)"),
 )
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def validate(cfg: DictConfig, world_size: int) -> None:
     """Ranges and choices of a composed config, before anything is built: ValueError naming value and choices."""
     for key, ok, accepted in RANGES:
-        value = cfg[key]
+        value = OmegaConf.select(cfg, key)
         if value is None and "or null" in accepted:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
             raise ValueError(f"{key}={value!r} is invalid: it must be {accepted}")
+    if not DEVICE.fullmatch(str(cfg.device)):
+        raise ValueError(f"device={cfg.device!r} is not one of auto, cpu, cuda, cuda:N")
     if cfg.batch_size % world_size:
         raise ValueError(
             f"batch_size={cfg.batch_size} must be divisible by the number of processes ({world_size})"

@@ -121,7 +121,7 @@ def train_one_epoch(
                     raise NonFiniteLossError(
                         f"the training loss was NaN/inf for {run} consecutive steps (limit "
                         f"trainer.max_nonfinite_steps={max_nonfinite_steps}); stopping. Lower lr or rho, "
-                        f"or use precision=fp32; the last good checkpoint is kept."
+                        f"or use precision=fp32."
                     )
                 now = time.perf_counter()
                 images_per_s = (totals.examples - examples_at_tick) / max(now - tick, 1e-9)  # this process's

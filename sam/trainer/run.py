@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,8 @@ from sam.trainer.atomic import atomic_torch_save, atomic_write_text
 from sam.trainer.checkpoint import CheckpointError, CheckpointManager
 from sam.trainer.config import uses_sam
 from sam.trainer.distributed import DistContext, all_reduce_sum, average_bn_stats, gather_objects
-from sam.trainer.loop import EpochTotals, evaluate, train_one_epoch
+from sam.trainer.inputs import code_state, extend_code_history
+from sam.trainer.loop import EpochTotals, NonFiniteLossError, evaluate, train_one_epoch
 from sam.trainer.preemption import PreemptionHandler
 from sam.trainer.provenance import device_name, git_commit
 from sam.trainer.tracking import MetricsFile, NullTracker, make_tracker
@@ -68,6 +69,8 @@ OPERATIONAL_KEYS = (
     "trainer.checkpoint_interval_min",
     "trainer.save_final_model",
     "trainer.eval_batch_size",
+    "trainer.max_nonfinite_steps",  # raised after an exit 3 to resume through a transient NaN streak
+    "trainer.allow_data_change",
 )
 
 
@@ -105,14 +108,6 @@ def load_resume_state(ckpts: CheckpointManager, resolved: dict[str, Any]) -> dic
     if state is not None:
         check_same_run(state, resolved)
     return state
-
-
-def finished_results(state: dict[str, Any] | None, run_dir: Path) -> dict[str, Any] | None:
-    """results.json of a run that already ended (its last checkpoint is final): nothing to do again."""
-    path = run_dir / "results.json"
-    if state is not None and state.get("finished") and path.exists():
-        return json.loads(path.read_text())
-    return None
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -172,6 +167,17 @@ def finite_weights(model: nn.Module) -> bool:
     return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
 
 
+def finite_or_null(tree: Any) -> Any:
+    """``tree`` with every NaN/inf float replaced by None: what JSON (and compare.py) can read."""
+    if isinstance(tree, float):
+        return tree if math.isfinite(tree) else None
+    if isinstance(tree, dict):
+        return {k: finite_or_null(v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return [finite_or_null(v) for v in tree]
+    return tree
+
+
 def _last_train_loss(run_dir: Path) -> float | None:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
@@ -192,6 +198,8 @@ class Progress:
     train_seconds: float = 0.0
     train_images: int = 0
     wandb_run_id: str | None = None
+    code_history: list = field(default_factory=list)  # every (commit, dirty) that trained this run
+    data_changes: list = field(default_factory=list)  # fingerprint differences accepted on resume
 
 
 class Run:
@@ -222,6 +230,9 @@ class Run:
         self.interval_s = 60.0 * minutes if minutes else math.inf
         self.flags = torch.zeros(2, device=ctx.device)
         self.epoch_first_step = 0
+        self.last_good: tuple[str, int, int] | None = (
+            None  # (checkpoint, epoch, step) of the last finite save
+        )
 
     def wall_time(self) -> float:
         return self.progress.wall_time_s + (time.perf_counter() - self.started)
@@ -251,6 +262,7 @@ class Run:
                 ctx.world_size,
             )
         p = self.progress
+        self.last_good = (state["path"], p.epoch, p.global_step)
         log.info(
             "resumed from %s at epoch %d, batch %d (step %d)", state["path"], p.epoch, p.batch, p.global_step
         )
@@ -258,9 +270,10 @@ class Run:
     def save_checkpoint(self, finished: bool = False) -> None:
         objs = self.objs
         rngs = gather_objects(RNGState(self.ctx.device).state_dict(), self.ctx)
-        if self.ctx.is_main and not finite_weights(objs.raw_model):
+        if self.ctx.is_main and (not finite_weights(objs.raw_model) or int(self.totals.nonfinite_run) > 0):
             log.warning(
-                "weights are NaN/inf: not checkpointing, %s keeps the last good checkpoint", self.ckpts.dir
+                "weights or loss are NaN/inf: not checkpointing, %s keeps the last good checkpoint",
+                self.ckpts.dir,
             )
         elif self.ctx.is_main:
             payload = {
@@ -274,10 +287,12 @@ class Run:
                 "rng": rngs,
                 "totals": self.totals.state_dict(),
                 "config": self.resolved,
+                "data_fingerprint": objs.data.fingerprint,
             }
             if objs.step_options.precision.scaler is not None:
                 payload["scaler"] = objs.step_options.precision.scaler.state_dict()
-            self.ckpts.save(payload, on_stage=lambda stage: hooks.fire(f"checkpoint_{stage}", self))
+            path = self.ckpts.save(payload, on_stage=lambda stage: hooks.fire(f"checkpoint_{stage}", self))
+            self.last_good = (str(path), self.progress.epoch, self.progress.global_step)
         self.last_checkpoint = time.monotonic()
 
     def exit_for_requeue(self) -> None:
@@ -344,7 +359,7 @@ class Run:
         self.totals = self.totals.next_epoch().to(self.ctx.device)
         p.epoch, p.batch = p.epoch + 1, 0
         if self.ctx.is_main:
-            self.metrics.append(record)
+            self.metrics.append(finite_or_null(record))  # valid JSON lines (NaN -> null)
             self.tracker.log_epoch(record, step=p.global_step)
             skipped = f"  skipped {record['skipped_steps']}" if record["skipped_steps"] else ""
             log.info(
@@ -360,7 +375,44 @@ class Run:
                 skipped,
             )
 
+    def where_last_good(self) -> str:
+        """Where the run can go on from, for the message of a NaN/inf failure."""
+        if self.last_good is None:
+            return f"no good checkpoint was written (none in {self.ckpts.dir})"
+        path, epoch, step = self.last_good
+        return (
+            f"the last good checkpoint is {path} (epoch {epoch}, step {step}): the identical command resumes "
+            "from it (raise trainer.max_nonfinite_steps if the NaN/inf steps were transient), or lower lr/rho "
+            "in another hydra.run.dir"
+        )
+
+    def check_finite_end(self) -> None:
+        """A run must end on finite weights and a finite last loss, however few NaN/inf steps it had.
+
+        ``trainer.max_nonfinite_steps`` bounds a streak *during* training; a streak still running when the
+        last epoch ends (or non-finite final weights) fails the run the same way (exit 3), since its
+        results would be those of a diverged model.
+        """
+        streak = int(self.totals.nonfinite_run)
+        bad = torch.tensor(
+            [float(streak > 0 or not finite_weights(self.objs.raw_model))], device=self.ctx.device
+        )
+        if all_reduce_sum(bad).item() > 0:  # every rank decides alike (a lone raise would hang the others)
+            what = (
+                f"the last {streak} training losses were NaN/inf"
+                if streak
+                else "the final weights are NaN/inf"
+            )
+            raise NonFiniteLossError(
+                f"the run diverged: {what} when training ended (below trainer.max_nonfinite_steps="
+                f"{self.cfg.trainer.max_nonfinite_steps}, but a run must end on a finite loss); no results.json "
+                f"or final weights were written; {self.where_last_good()}"
+            )
+
     def train(self) -> None:
+        self.progress.code_history = extend_code_history(
+            self.progress.code_history, code_state(REPO), self.progress.global_step
+        )
         if self.ctx.is_main:
             self.metrics.truncate_after(self.progress.epoch)
             (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.resolved))
@@ -378,7 +430,12 @@ class Run:
                     self.save_checkpoint()
                 if self.preemption.requested:
                     self.exit_for_requeue()
+            self.check_finite_end()
             failed = False
+        except NonFiniteLossError as err:
+            if "the run diverged" in str(err):
+                raise
+            raise NonFiniteLossError(f"{err} {self.where_last_good()}") from None
         finally:
             self.preemption.uninstall()
             if failed:
@@ -406,19 +463,29 @@ class Run:
             "world_size": ctx.world_size,
             "precision": objs.step_options.precision.name,
             "git_commit": git_commit(REPO),
+            "git_commits": self.progress.code_history,  # every commit that trained part of this run
+            "git_dirty": any(h.get("dirty") for h in self.progress.code_history),
+            "data_fingerprint": objs.data.fingerprint,
+            "data_changes": self.progress.data_changes,
             "torch_version": torch.__version__,
             "device_name": device_name(ctx.device),
             "config": self.resolved,
         }
         if objs.data.val is not None:
             results.update(eval_metrics(objs, objs.data.val, "val", cfg))
+        if not all(math.isfinite(results[k]) for k in ("test_loss", "test_error")):
+            raise NonFiniteLossError(
+                f"the run diverged: test loss {results['test_loss']}, test error {results['test_error']} at the "
+                f"end; no results.json or final weights were written; {self.where_last_good()}"
+            )
         if ctx.is_main:
             if cfg.trainer.save_final_model:
                 atomic_torch_save(
                     {"model": objs.raw_model.state_dict(), "config": self.resolved},
                     self.run_dir / "final_model.pt",
                 )
-            path = atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2))
+            text = json.dumps(finite_or_null(results), indent=2, allow_nan=False)  # valid JSON, always
+            path = atomic_write_text(self.run_dir / "results.json", text)
             self.tracker.summary(results)
             self.tracker.finish()
             log.info(

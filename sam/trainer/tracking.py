@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from sam.trainer.atomic import atomic_write_text
+from sam.trainer.diskspace import disk_full_guard
 from sam.trainer.wandb_fallback import init_wandb_run
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,12 @@ class MetricsFile:
         atomic_write_text(self.path, "".join(k + "\n" for k in keep))
 
     def append(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        line = json.dumps(record) + "\n"
+        with (
+            disk_full_guard(self.path, len(line)),
+            open(self.path, "a") as f,
+        ):  # a torn line is dropped on resume
+            f.write(line)
             f.flush()
 
 
