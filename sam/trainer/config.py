@@ -152,7 +152,11 @@ RANGES = (
     ("trainer.limit_val_batches", lambda v: v >= 1, "an integer >= 1, or null (every batch)"),
     ("trainer.eval_batch_size", lambda v: v >= 1, "an integer >= 1"),
     ("trainer.log_every_n_steps", lambda v: v >= 1, "an integer >= 1"),
-    ("trainer.checkpoint_interval_min", lambda v: v >= 0, "a number >= 0, or null (0/null: at epoch ends only)"),
+    (
+        "trainer.checkpoint_interval_min",
+        lambda v: v >= 0,
+        "a number >= 0, or null (0/null: at epoch ends only)",
+    ),
     ("trainer.max_nonfinite_steps", lambda v: v >= 1, "an integer >= 1 (a run still ends on a finite loss)"),
 )
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
