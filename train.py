@@ -115,18 +115,6 @@ def train(cfg: DictConfig, run_dir: Path, records: RunRecords | None = None) -> 
     state = load_resume_state(ckpts, resolved)  # refuses a run directory of another command
 
     objs = build_objects(cfg, ctx)
-    data_changes = []
-    if state is not None:
-        data_changes = check_data_fingerprint(
-            state.get("data_fingerprint"),
-            objs.data.fingerprint,
-            checkpoint=state["path"],
-            allow=cfg.trainer.allow_data_change,
-        )
-    if records is not None and ctx.is_main:
-        records.accept(run_dir, cfg)
-    elif records is not None:
-        records.discard()  # rank 0 keeps the run's records
     log.info(
         "model %s (%.2fM params) | %s | %s on %s x%d | batch %d, m %d (examples per e(w)) | %d steps/epoch | %s",
         cfg.model.name,
@@ -148,11 +136,20 @@ def train(cfg: DictConfig, run_dir: Path, records: RunRecords | None = None) -> 
         )
     run = Run(cfg, run_dir, ctx, objs, resolved, ckpts)
     if state is not None:
-        run.resume(state)
-        run.progress.data_changes += (
-            [{"from_step": run.progress.global_step, "changes": data_changes}] if data_changes else []
+        changes = check_data_fingerprint(
+            state.get("data_fingerprint"),
+            objs.data.fingerprint,
+            checkpoint=state["path"],
+            allow=cfg.trainer.allow_data_change,
         )
+        run.resume(state)  # refuses a checkpoint that does not fit the model
+        if changes:
+            run.progress.data_changes.append({"from_step": run.progress.global_step, "changes": changes})
     del state
+    if records is not None and ctx.is_main:  # accepted: Hydra's records and train.log, from here on
+        records.accept(run_dir, cfg)
+    elif records is not None:
+        records.discard()  # rank 0 keeps the run's records
     run.train()
     return run.write_results()
 
