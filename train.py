@@ -144,6 +144,7 @@ def build(cfg: DictConfig, ctx: DistContext) -> Objects:
         download=cfg.dataset.download,
         autoaugment_cutout=cfg.dataset.autoaugment_cutout,
         autoaugment_policy=cfg.dataset.autoaugment_policy,
+        preprocessing=cfg.dataset.preprocessing,
     )
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}

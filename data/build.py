@@ -22,6 +22,7 @@ from data.imagenet import (
     IMAGENET_MEAN,
     IMAGENET_SIZE,
     IMAGENET_STD,
+    PREPROCESSINGS,
     imagenet_transform,
     load_imagenet_folders,
 )
@@ -155,11 +156,13 @@ def build_data(
     download: bool = True,
     autoaugment_cutout: bool = False,
     autoaugment_policy: str = "official",
+    preprocessing: str = "official",
 ) -> DataBundle:
     """Build the loaders of ``name`` (see data/__init__.py for the protocol and the choices)."""
     _check_choice("dataset", name, DATASETS)
     _check_choice(f"augment (for {name})", augment, DATASET_AUGMENTS[name])
     _check_choice("loader", loader, LOADERS)
+    _check_choice("dataset.preprocessing", preprocessing, PREPROCESSINGS)
     if name == "imagenet" and loader == "tensor":
         raise ValueError(
             "loader='tensor' keeps the whole dataset in memory; for imagenet use 'auto' or 'torchvision'"
@@ -223,7 +226,7 @@ def build_data(
                 array_transform(this_spec, raw.mean, raw.std, raw.image_size),
             )
         else:
-            source, transform = FileImages(images), imagenet_transform(this_spec)
+            source, transform = FileImages(images), imagenet_transform(this_spec, preprocessing)
         dataset = SeededTransformDataset(source, labels, transform)
         sampler = PlanBatchSampler(len(labels), bs, train=train, seed=seed, **shard)
         return TorchLoader(dataset, sampler, device=dev, num_workers=_workers(num_workers))
