@@ -19,7 +19,8 @@ What runs: our real step functions, picked by ``sam.select_step`` exactly as the
 (``sgd_step`` for torch.optim.SGD, ``sam_step`` for SAM/ASAM, ``sam_step_chunked`` for m < batch), with
 ``StepOptions(nn.CrossEntropyLoss(), l2_weight_decay=5e-4, grad_clip=5.0)`` and SGD, Nesterov 0.9
 (lr 0.05; SAM rho 0.05; ASAM rho 0.5, eta 0.01 as the ASAM paper's CIFAR runs). The model is torchvision's
-``resnet18(num_classes=10)`` or ``models.create_model("wrn16_8", 10)``; the data are fixed random
+``resnet18(num_classes=10)`` or ``models.create_model("wrn16_8", 10)`` (or ``wrn_tiny_digits``: the
+digits study's WRN-10-2 on 1x8x8 inputs); the data are fixed random
 normal 3x32x32 images with random labels (timing does not depend on the values).
 
 Timing: every variant has its own copy of the same initial model. The variants run interleaved in one
@@ -66,7 +67,9 @@ from sam import SAM, StepOptions, StepResult, resolve_precision, select_step
 from sam.variants import VARIANTS as EFFICIENT_VARIANTS
 from sam.variants import build_variant
 
-MODELS = ("resnet18", "wrn16_8")
+MODELS = ("resnet18", "wrn16_8", "wrn_tiny_digits")
+# Input (C, H, W) per model: CIFAR-shaped, except the digits study's WRN-10-2 on 8x8 grey digits.
+INPUT_SHAPE = {"wrn_tiny_digits": (1, 8, 8)}
 VARIANTS = ("sgd", "sam", "asam", "chunked", *EFFICIENT_VARIANTS)
 # --efficient: the SAM family of issue 15 beside SGD and SAM, each with its paper's defaults (configs/optimizer/)
 # and the rho of SAM; MESA's trajectory loss on from the first step (its cost is the teacher forward).
@@ -161,6 +164,8 @@ def build_model(name: str, seed: int) -> nn.Module:
             f"--model {name} needs the repo's models/ package (models.create_model), which failed to "
             f"import: {err}. Run from the repo root once models/ exists, or use --model resnet18."
         ) from err
+    if name == "wrn_tiny_digits":  # configs/model/wrn_tiny.yaml on digits (results/digits/)
+        return create_model("wide_resnet", NUM_CLASSES, in_chans=1, depth=10, widen_factor=2, drop_rate=0.0)
     return create_model(name, NUM_CLASSES)
 
 
@@ -170,7 +175,8 @@ def make_batches(
     g = torch.Generator().manual_seed(args.seed + 1)
     batches = []
     for _ in range(count):
-        x = torch.randn(args.batch_size, 3, 32, 32, generator=g)  # (B, C, H, W), already "normalised"
+        shape = INPUT_SHAPE.get(args.model, (3, 32, 32))
+        x = torch.randn(args.batch_size, *shape, generator=g)  # (B, C, H, W), already "normalised"
         y = torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=g)
         x = x.to(device)
         if args.channels_last:

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_results import mean_ci95
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, scripts/
+from scripts.run_results import mean_ci95
 
 GOAL_COST, GOAL_SHARE = 1.3, 0.8
 PAPERS = {
@@ -47,11 +47,28 @@ PAPERS = {
 }
 
 
+def two_pass_share(run_dir: Path) -> float | None:
+    """Share of two-pass (SAM) steps, from the final checkpoint's optimizer state (switching variants)."""
+    path = run_dir / "checkpoints" / "last.pt"
+    if not path.exists():
+        return None
+    import torch
+
+    variant = torch.load(path, map_location="cpu", weights_only=True)["optimizer"].get("variant", {})
+    if "sam_steps" in variant:
+        return variant["sam_steps"] / max(variant["steps_taken"], 1)
+    if variant.get("name") == "looksam":
+        steps = variant["steps_taken"]
+        return None if not steps else -(-steps // int(variant.get("k", 5))) / steps
+    return None
+
+
 def load(root: Path) -> dict[str, dict[int, dict]]:
     """optimizer -> seed -> results.json (a duplicate seed is an error: runs must be unambiguous)."""
     runs: dict[str, dict[int, dict]] = {}
     for path in sorted(root.rglob("results.json")):
         r = json.loads(path.read_text())
+        r["two_pass_share"] = two_pass_share(path.parent)
         by_seed = runs.setdefault(r["optimizer"], {})
         if r["seed"] in by_seed:
             raise SystemExit(f"error: two runs of {r['optimizer']} seed {r['seed']} under {root} ({path})")
@@ -95,12 +112,18 @@ def summarise(runs: dict[str, dict[int, dict]], n_boot: int, seed: int = 0) -> l
                 share_ci_low=float(lo),
                 share_ci_high=float(hi),
                 wall_time_s=statistics.fmean(by_seed[s]["wall_time_s"] for s in seeds),
+                two_pass_share=_mean_or_none([by_seed[s]["two_pass_share"] for s in seeds]),
                 meets_goal=bool(cost_mean <= GOAL_COST and share >= GOAL_SHARE),
             )
         )
     order = list(PAPERS)
     rows.sort(key=lambda r: order.index(r["optimizer"]) if r["optimizer"] in order else len(order))
     return rows
+
+
+def _mean_or_none(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.fmean(present) if present else None
 
 
 def pareto(rows: list[dict]) -> list[str]:
@@ -124,8 +147,8 @@ def fmt(x: float | None, digits: int = 2) -> str:
 
 def write_markdown(rows: list[dict], front: list[str], path: Path) -> None:
     lines = [
-        "| optimizer | paper | seeds | test error % (95% CI) | cost x SGD (95% CI) | share of SAM's gain (95% CI) | goal |",
-        "|---|---|---|---|---|---|---|",
+        "| optimizer | paper | seeds | test error % (95% CI) | cost x SGD (95% CI) | share of SAM's gain (95% CI) | two-pass steps | goal |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         err = f"{fmt(r['test_error_mean'])} ± {fmt(r['test_error_ci95'])}"
@@ -135,7 +158,19 @@ def write_markdown(rows: list[dict], front: list[str], path: Path) -> None:
             share = "0% (reference)" if r["optimizer"] == "sgd" else "100% (reference)"
         goal = "" if r["optimizer"] in ("sgd", "sam") else ("**yes**" if r["meets_goal"] else "no")
         name = f"**{r['optimizer']}**" if r["optimizer"] in front else r["optimizer"]
-        lines.append(f"| {name} | {r['paper']} | {r['n_seeds']} | {err} | {cost} | {share} | {goal} |")
+        passes = {
+            "sgd": "0%",
+            "sam": "100%",
+            "mesa": "0%",
+            "gsam": "100%",
+            "sam_on": "100%",
+            "esam": "100%",
+        }.get(r["optimizer"], "-")
+        if r["two_pass_share"] is not None:
+            passes = f"{100 * r['two_pass_share']:.0f}%"
+        lines.append(
+            f"| {name} | {r['paper']} | {r['n_seeds']} | {err} | {cost} | {share} | {passes} | {goal} |"
+        )
     lines.append("")
     lines.append(f"Pareto front (mean cost, mean error; bold): {', '.join(front)}.")
     lines.append(

@@ -2,7 +2,7 @@
 # The efficient-SAM study of results/digits/efficient/README.md (issue 15): every variant at 40% label
 # noise on digits, 5 seeds, the setting of results/digits/ (SAM's largest gain there).
 # Usage: bash scripts/run_efficient_study.sh [RUNS_DIR]   (about 1-1.5 h on 2 shared CPU cores)
-# Two Hydra multiruns side by side, one thread each, seed-major so that a partial study covers every
+# Three Hydra multiruns side by side, one thread each, seed-major so that a partial study covers every
 # variant; then scripts/efficient_summary.py writes the table and the Pareto figure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,7 @@ MESA="optimizer.variant.decay=0.99 optimizer.variant.start_epoch=1"
 
 $PY train.py -m $COMMON seed=$SEEDS optimizer=sgd,sam,looksam,esam,rst \
   hydra.sweep.dir=$RUNS/a >$RUNS/a.log 2>&1 &
-( $PY train.py -m $COMMON seed=$SEEDS optimizer=sam_late,ae_sam,gsam,sam_on hydra.sweep.dir=$RUNS/b &&
-  $PY train.py -m $COMMON seed=$SEEDS optimizer=mesa $MESA hydra.sweep.dir=$RUNS/mesa ) >$RUNS/b.log 2>&1 &
+$PY train.py -m $COMMON seed=$SEEDS optimizer=sam_late,ae_sam,gsam,sam_on hydra.sweep.dir=$RUNS/b >$RUNS/b.log 2>&1 &
+$PY train.py -m $COMMON seed=$SEEDS optimizer=mesa $MESA hydra.sweep.dir=$RUNS/mesa >$RUNS/mesa.log 2>&1 &
 wait
 $PY scripts/efficient_summary.py "$RUNS" --out-dir results/digits/efficient

@@ -96,9 +96,10 @@ def test_a_lock_on_a_removed_lock_file_is_never_shared(tmp_path):
     assert b.acquire().held and b.created
 
 
-def test_the_lock_creates_a_missing_run_directory(tmp_path):
+def test_the_lock_creates_a_missing_run_directory_and_knows_what_it_made(tmp_path):
     lock = RunDirLock(tmp_path / "a" / "b").acquire()
-    assert (tmp_path / "a" / "b" / LOCK_NAME).is_file()
+    assert (tmp_path / "a" / "b" / LOCK_NAME).is_file() and lock.created
+    assert lock.made_dirs == [tmp_path / "a" / "b", tmp_path / "a"]
     lock.release()
 
 

@@ -51,16 +51,16 @@ def release_claim(run_dir: Path | str, *, refused: bool) -> None:
     """Drop this process's lock on ``run_dir``, leaving the directory as a reader expects it.
 
     A run that ended removes the lock file (nothing is left to guard); a refused command removes only
-    what it created itself (the lock file, then the directory if that left it empty), so the directory
-    is as it found it.
+    what it created itself (the lock file, then the directories made for it if they are empty), so the
+    file system is as it found it.
     """
     lock = held_lock(run_dir)
     if lock is None:
         return
     release_run_dir(run_dir, remove=lock.created or not refused)
-    if refused:
+    for made in lock.made_dirs if refused else ():
         with contextlib.suppress(OSError):  # only an empty directory goes
-            Path(run_dir).rmdir()
+            made.rmdir()
 
 
 def _quote(value: str) -> str:

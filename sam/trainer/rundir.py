@@ -79,6 +79,7 @@ class RunDirLock:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_NAME
         self.created = False  # whether this process created the lock file
+        self.made_dirs: list[Path] = []  # directories this process created for it, deepest first
         self._fd: int | None = None
 
     @property
@@ -98,7 +99,12 @@ class RunDirLock:
         """Create the directory and lock file if needed and lock it, or raise :class:`RunDirLockedError`."""
         if self._fd is not None:
             return self
+        missing, d = [], self.run_dir
+        while not d.exists():
+            missing.append(d)
+            d = d.parent
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.made_dirs = missing
         while True:
             opened = self._open()
             if opened is None:

@@ -74,9 +74,11 @@ class LookSAM(VariantSAM):
 
     @torch.no_grad()
     def _store_orthogonal(self, g: list[Tensor | None], scaled: bool) -> None:
+        """g_v from g (consumed) and g_s (``.grad``); kept unless an fp16 overflow made it non-finite."""
         g_s = [p.grad for p in self.params()]
         coef = dot(g, g_s) / (dot(g, g) + _EPS)
-        g_v = [None if a is None or b is None else b - coef.to(b.dtype) * a for a, b in zip(g, g_s)]
+        # g_v = g_s - coef g, built in g's own buffers (g is ours and not needed after): no extra copy
+        g_v = [None if a is None or b is None else a.mul_(-coef.to(a.dtype)).add_(b) for a, b in zip(g, g_s)]
         if scaled and not torch.isfinite(global_grad_norm([t for t in g_v if t is not None])):
             return  # fp16 overflow: this step is skipped; keep the last good direction
         self.g_v = g_v

@@ -200,14 +200,15 @@ class AESAM(VariantSAM):
             loss, correct = first_pass(model, self, x, y, opts, local=local)
             grads = [p.grad for p in trainable(self) if p.grad is not None]
             sq = global_grad_norm(grads).double() ** 2 / opts.precision.loss_scale**2
+            del grads  # first_step consumes .grad: no reference may keep it alive through pass 2
             if local and is_ddp(model):
                 sq = sq.clone()
                 all_reduce_mean_([sq])
             use = self.decide(float(sq))
             if use:
                 perturbed_pass(model, self, x, y, opts, rng)
-            elif local and is_ddp(model):
-                all_reduce_mean_(grads)  # the SGD step's gradient, averaged as DDP's backward would
+            elif local and is_ddp(model):  # the SGD step's gradient, averaged as DDP's backward would
+                all_reduce_mean_([p.grad for p in trainable(self) if p.grad is not None])
             result = finish_step(self, opts, loss, correct)
             self.steps_taken += 1
             self.sam_steps += int(use)
