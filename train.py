@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from data import DataBundle, build_data
 from models import create_model
+from models.pretrained import prepare_for_finetuning, split_finetune_options
 from sam import SAM, StepOptions, decoupled_param_groups, resolve_precision, select_step
 from sam.precision import PRECISIONS
 from sam.steps import PERTURBATION_MODES
@@ -145,12 +146,16 @@ def build(cfg: DictConfig, ctx: DistContext) -> Objects:
         autoaugment_cutout=cfg.dataset.autoaugment_cutout,
         autoaugment_policy=cfg.dataset.autoaugment_policy,
         preprocessing=cfg.dataset.preprocessing,
+        classes=cfg.dataset.get("classes"),
+        image_size=cfg.dataset.get("image_size"),
+        train_repeats=cfg.dataset.get("train_repeats") or 1,
     )
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    model_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
-    raw_model = create_model(cfg.model.name, data.num_classes, in_chans=data.in_chans, **model_kwargs).to(
-        ctx.device
-    )
+    model_kwargs, finetune = split_finetune_options(OmegaConf.to_container(cfg.model, resolve=True))
+    raw_model = create_model(cfg.model.name, data.num_classes, in_chans=data.in_chans, **model_kwargs)
+    for line in prepare_for_finetuning(raw_model, finetune):  # model.pretrained / freeze_bn_stats
+        log.info("%s", line)
+    raw_model = raw_model.to(ctx.device)
     torch.manual_seed(seed_for(cfg.seed, ctx.rank))
     if cfg.channels_last:
         raw_model = raw_model.to(memory_format=torch.channels_last)
