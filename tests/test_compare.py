@@ -16,6 +16,7 @@ import pytest
 from fake_data import write_fake_run
 
 from scripts.paper_tables import load_paper_cells
+from scripts.run_results import CELL_KEYS, group_runs, load_runs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 T975 = {1: 12.706205, 2: 4.302653}
@@ -228,6 +229,23 @@ def test_summarise_sharpness_gives_mean_and_t_interval_per_cell(tmp_path):
     half_width = 4.302653 * 1.0 / math.sqrt(3)  # t_{0.975,2} * s / sqrt(n), s = 1
     assert f"| 5 ± {half_width:.2g} |" in rows[0]
     assert not any(line.startswith("| sgd") for line in out.stdout.splitlines())
+
+
+def test_sgd_runs_are_keyed_by_the_m_they_ran_with(tmp_path):
+    """SGD baselines run in chunks of m (per-m BatchNorm batches), so m = 32 and m = 64 are two cells; a
+    results.json written before m was recorded for SGD (m null) gets the m its config ran with."""
+    sgd = dict(optimizer="sgd", rho=0.0)
+    write_run(tmp_path, "m32_s0", seed=0, m=32, **sgd)
+    write_run(tmp_path, "m32_s1", seed=1, m=32, **sgd)
+    write_run(tmp_path, "m64_s0", seed=0, m=64, **sgd)
+    # old format: m null; 256 over 8 processes with m null is 32 per e(w) and BatchNorm batch
+    write_run(tmp_path, "old_s2", seed=2, m=None, world_size=8, config={"m": None, "batch_size": 256}, **sgd)
+    write_run(tmp_path, "old_s3", seed=3, m=None, config={"m": 64, "batch_size": 256}, **sgd)
+    cells = {
+        key[CELL_KEYS.index("m")]: sorted(r["seed"] for r in runs)
+        for key, runs in group_runs(load_runs(tmp_path)).items()
+    }
+    assert cells == {32: [0, 1, 2], 64: [0, 3]}
 
 
 def test_finetuning_runs_meet_table3_or_table10_by_rho(tmp_path):

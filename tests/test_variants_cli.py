@@ -73,7 +73,7 @@ def test_sigkill_and_resume_of_stateful_variants_match_uninterrupted_runs(tmp_pa
     assert all(r.returncode == 0 for r in done), [r.output for r in done if r.returncode]
     killed = run_many(
         [
-            {"args": [*args, EVERY_STEP], "run_dir": tmp_path / n, "env": {"SAM_REPRO_FAULT": "step:3"}}
+            {"args": [*args, EVERY_STEP], "run_dir": tmp_path / n, "fault": "step:3"}
             for n, args in jobs.items()
         ]
     )
