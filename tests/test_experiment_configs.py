@@ -188,6 +188,7 @@ def test_table1_values_are_table6_and_the_papers_setup(cfgs):
         assert cfg.label_noise == 0.0 and cfg.label_smoothing == 0.0, name
         if augment == "cutout":
             assert cfg.dataset.cutout_size == 16, name
+        assert cfg.dataset.autoaugment_policy == "official" and cfg.dataset.autoaugment_cutout is False, name
         official_code_defaults(cfg)
         sam_file = (EXPERIMENTS / f"{name.removesuffix('_sgd').removesuffix('_sam')}_sam.yaml").read_text()
         assert re.search(rf"^  - override /model: {model_config}$", sam_file, re.MULTILINE), name
@@ -238,6 +239,8 @@ def test_table2_values_are_the_papers_imagenet_setup(cfgs):
         assert (cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.label_smoothing) == (4096, 1.0, 1e-4, 0.1), name
         assert cfg.optimizer.name == optimizer and cfg.rho == (0.05 if optimizer == "sam" else 0.0), name
         assert cfg.m == 128 and cfg.augment == "basic" and cfg.label_noise == 0.0, name  # 4096 / 32 cores
+        # The official Flax ResNet and input pipeline (issue 11): init, stem, preprocessing.
+        assert (cfg.model.init, cfg.model.stem, cfg.dataset.preprocessing) == ("official",) * 3, name
         official_code_defaults(cfg)
 
 
