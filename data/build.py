@@ -24,6 +24,7 @@ from data.imagenet import (
     IMAGENET_MEAN,
     IMAGENET_SIZE,
     IMAGENET_STD,
+    PREPROCESSINGS,
     imagenet_transform,
     load_imagenet_folders,
 )
@@ -224,6 +225,7 @@ def build_data(
     download: bool = True,
     autoaugment_cutout: bool = False,
     autoaugment_policy: str = "official",
+    preprocessing: str = "official",
     classes: Sequence[int] | None = None,
     image_size: int | None = None,
     train_repeats: int = 1,
@@ -232,6 +234,7 @@ def build_data(
     _check_choice("dataset", name, DATASETS)
     _check_choice(f"augment (for {name})", augment, DATASET_AUGMENTS[name])
     _check_choice("loader", loader, LOADERS)
+    _check_choice("dataset.preprocessing", preprocessing, PREPROCESSINGS)
     if (name == "imagenet" or name in FINEGRAINED_DATASETS) and loader == "tensor":
         raise ValueError(
             f"loader='tensor' keeps the whole dataset in memory; for {name} use 'auto' or 'torchvision'"
@@ -309,8 +312,11 @@ def build_data(
                 array_transform(this_spec, raw.mean, raw.std, raw.image_size),
             )
         else:
-            make_transform = raw.file_transform or imagenet_transform
-            source, transform = FileImages(images), make_transform(this_spec)
+            source = FileImages(images)
+            if raw.file_transform is not None:  # a dataset with its own file pipeline (fine-grained sets)
+                transform = raw.file_transform(this_spec)
+            else:
+                transform = imagenet_transform(this_spec, preprocessing)
         dataset = SeededTransformDataset(source, labels, transform)
         sampler = PlanBatchSampler(len(labels), bs, train=train, seed=seed, **shard)
         return TorchLoader(dataset, sampler, device=dev, num_workers=_workers(num_workers))

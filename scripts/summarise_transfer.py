@@ -23,7 +23,7 @@ from pathlib import Path
 
 from scipy import stats
 
-METRICS = (  # (key in the record, label, lower is better)
+METRICS = (  # (key in the record, label)
     ("test_error", "test error (%)"),
     ("probe_error", "linear-probe error on 5-9 (%)"),
     ("rank", "feature rank (99% variance)"),
@@ -31,6 +31,7 @@ METRICS = (  # (key in the record, label, lower is better)
     ("nll", "NLL (nats)"),
     ("corruption_error", "mean corruption error (%)"),
 )
+DIGITS = {"nll": 4}  # decimals shown (default 2)
 
 
 def ci95(values: list[float]) -> tuple[float, float]:
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         ma, ha = ci95(list(a.values()))
         mb, hb = ci95(list(b.values()))
         md.append(
-            f"| {label} | {fmt(ma, ha)} | {fmt(mb, hb)} | {d['diff']:+.2f} ± {d['ci']:.2f} | {d['p']:.3f} | {'yes' if d['significant'] else 'no'} |"
+            f"| {label} | {fmt(ma, ha, DIGITS.get(key, 2))} | {fmt(mb, hb, DIGITS.get(key, 2))} | {d['diff']:+.{DIGITS.get(key, 2)}f} ± {d['ci']:.{DIGITS.get(key, 2)}f} | {d['p']:.3f} | {'yes' if d['significant'] else 'no'} |"
         )
         rows.append(
             {
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 d = paired(arm(b, metric), arm(a, metric))
                 md.append(
-                    f"| {label} | {metric} | {d['diff']:+.2f} ± {d['ci']:.2f} | {d['p']:.3f} | {'yes' if d['significant'] else 'no'} |"
+                    f"| {label} | {metric} | {d['diff']:+.{DIGITS.get(metric, 2)}f} ± {d['ci']:.{DIGITS.get(metric, 2)}f} | {d['p']:.3f} | {'yes' if d['significant'] else 'no'} |"
                 )
                 rows.append(
                     {
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             if not members or members[0]["ece"] is None:
                 continue
             parts = [
-                fmt(*ci95([r[k] for r in members]))
+                fmt(*ci95([r[k] for r in members]), DIGITS.get(k, 2))
                 for k in ("ece", "nll", "rank", "corruption_error")
                 if members[0][k] is not None
             ]

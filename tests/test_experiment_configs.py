@@ -60,6 +60,7 @@ T1_NAMES = {
     for aug in AUGMENTS
     for opt in ("sam", "sgd")
 }
+T1_2N_NAMES = {f"{n}_2n" for n in T1_NAMES if n.endswith("_sgd")}  # the 2N half of each SGD baseline
 T2_NAMES = {
     f"imagenet_{model}_{ep}ep_{opt}"
     for model in ("resnet50", "resnet101", "resnet152")
@@ -117,8 +118,8 @@ def official_code_defaults(cfg: DictConfig) -> None:
 # ---------------------------------------------------------------------------------------------- files
 def test_exactly_one_file_per_paper_cell():
     names = set(experiment_names())
-    assert len(T1_NAMES) == 60 and len(T2_NAMES) == 18 and len(T4_NAMES) == 8
-    assert names - HANDWRITTEN == T1_NAMES | T2_NAMES | T4_NAMES
+    assert len(T1_NAMES) == 60 and len(T1_2N_NAMES) == 30 and len(T2_NAMES) == 18 and len(T4_NAMES) == 8
+    assert names - HANDWRITTEN == T1_NAMES | T1_2N_NAMES | T2_NAMES | T4_NAMES
     assert len([n for n in names if n in T1_NAMES]) == 60
     assert len([n for n in names if n in T2_NAMES]) == 18
 
@@ -133,6 +134,19 @@ def test_every_sgd_file_is_its_sam_twin_with_sgd_and_rho_0():
         assert text == {"defaults": [twin, {"override /optimizer": "sgd"}], "rho": 0.0}, name
 
 
+def test_every_2n_file_is_its_sgd_file_at_twice_the_epochs(cfgs):
+    """Sec. 3.1: each Table 1 SGD baseline is the better of N and 2N epochs; the 2N file differs in epochs only."""
+    for name in T1_2N_NAMES:
+        sgd = name.removesuffix("_2n")
+        assert yaml.safe_load((EXPERIMENTS / f"{name}.yaml").read_text()) == {
+            "defaults": [sgd],
+            "epochs": 2 * cfgs[sgd].epochs,
+        }, name
+        doubled, single = flat(cfgs[name]), flat(cfgs[sgd])
+        assert {k for k in single if single[k] != doubled[k]} == {"epochs"}, name
+        assert doubled["epochs"] == 2 * single["epochs"] and single["epochs"] in (200, 1800), name
+
+
 def test_every_sam_file_composes_its_tables_base():
     bases = {"cifar": "table/table1_cifar", "imagenet": "table/table2_imagenet"}
     for name in experiment_names():
@@ -145,7 +159,7 @@ def test_every_sam_file_composes_its_tables_base():
 
 def test_every_file_is_global_and_its_header_cites_the_papers_number(cfgs):
     cells = load_paper_cells(["table1", "table2", "table4"])
-    for name in set(cfgs) - HANDWRITTEN:
+    for name in set(cfgs) - HANDWRITTEN - T1_2N_NAMES:
         lines = (EXPERIMENTS / f"{name}.yaml").read_text().splitlines()
         assert lines[0] == "# @package _global_", name
         cfg = cfgs[name]
@@ -188,6 +202,7 @@ def test_table1_values_are_table6_and_the_papers_setup(cfgs):
         assert cfg.label_noise == 0.0 and cfg.label_smoothing == 0.0, name
         if augment == "cutout":
             assert cfg.dataset.cutout_size == 16, name
+        assert cfg.dataset.autoaugment_policy == "official" and cfg.dataset.autoaugment_cutout is False, name
         official_code_defaults(cfg)
         sam_file = (EXPERIMENTS / f"{name.removesuffix('_sgd').removesuffix('_sam')}_sam.yaml").read_text()
         assert re.search(rf"^  - override /model: {model_config}$", sam_file, re.MULTILINE), name
@@ -238,6 +253,8 @@ def test_table2_values_are_the_papers_imagenet_setup(cfgs):
         assert (cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.label_smoothing) == (4096, 1.0, 1e-4, 0.1), name
         assert cfg.optimizer.name == optimizer and cfg.rho == (0.05 if optimizer == "sam" else 0.0), name
         assert cfg.m == 128 and cfg.augment == "basic" and cfg.label_noise == 0.0, name  # 4096 / 32 cores
+        # The official Flax ResNet and input pipeline (issue 11): init, stem, preprocessing.
+        assert (cfg.model.init, cfg.model.stem, cfg.dataset.preprocessing) == ("official",) * 3, name
         official_code_defaults(cfg)
 
 
@@ -300,17 +317,16 @@ def test_command_line_overrides_win_over_the_experiment():
 
 # ---------------------------------------------------------------------------------------------- sweeps
 # Every selection the README documents, and the files it must pick (computed here from the grids).
-T1_SGD_1800 = {n for n in T1_NAMES if n.endswith("_sgd") and "_200ep_" not in n}
 GLOBS = {
-    "glob(cifar*,exclude=*_noise*)": T1_NAMES,
+    "glob(cifar*,exclude=*_noise*)": T1_NAMES | T1_2N_NAMES,
+    "glob(cifar*,exclude=[*_noise*,*_2n])": T1_NAMES,
+    "glob(cifar*_2n)": T1_2N_NAMES,
     "glob(cifar*_sam,exclude=*_noise*)": {n for n in T1_NAMES if n.endswith("_sam")},
     "glob(cifar*_sgd,exclude=*_noise*)": {n for n in T1_NAMES if n.endswith("_sgd")},
-    "glob(cifar10_*,exclude=*_noise*)": {n for n in T1_NAMES if n.startswith("cifar10_")},
-    "glob(*_wrn28_10_200ep_*)": {n for n in T1_NAMES if "_wrn28_10_200ep_" in n},
+    "glob(cifar10_*,exclude=*_noise*)": {n for n in T1_NAMES | T1_2N_NAMES if n.startswith("cifar10_")},
+    "glob(*_wrn28_10_200ep_*)": {n for n in T1_NAMES | T1_2N_NAMES if "_wrn28_10_200ep_" in n},
     "glob(imagenet_*)": T2_NAMES,
     "glob(*_noise*)": T4_NAMES,
-    "glob(*_wrn28_10_200ep_*_sgd)": {n for n in T1_NAMES if "_wrn28_10_200ep_" in n and n.endswith("_sgd")},
-    "glob(cifar*_sgd,exclude=[*_noise*,*_200ep_*])": T1_SGD_1800,
 }
 
 
@@ -326,6 +342,6 @@ def test_glob_sweeps_select_the_documented_files():
             assert len(jobs) == 5 * len(expected), pattern
             picked = {job[0].removeprefix("experiment=") for job in jobs}
             assert picked == expected, (pattern, picked ^ expected)
-    assert len(GLOBS["glob(cifar*,exclude=*_noise*)"]) == 60
+    assert len(GLOBS["glob(cifar*,exclude=*_noise*)"]) == 90
     assert len(GLOBS["glob(cifar*_sam,exclude=*_noise*)"]) == 30
     assert len(GLOBS["glob(imagenet_*)"]) == 18 and len(GLOBS["glob(*_noise*)"]) == 8

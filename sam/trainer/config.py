@@ -44,6 +44,7 @@ class DatasetConfig:
     cutout_size: int = MISSING
     autoaugment_cutout: bool = MISSING
     autoaugment_policy: str = MISSING
+    preprocessing: str = "official"  # ImageNet only (data/imagenet.py): official | torchvision
     num_workers: int = MISSING
     # only the finetuning datasets (Table 3) set these
     classes: list[int] | None = None
