@@ -6,8 +6,8 @@ sign (Cubuk et al. 2018). ``dataset.autoaugment_policy`` picks the policy family
 
 * ``official`` (the paper's cells): google-research/sam ``autoaugment/policies.py`` and
   ``autoaugment.py``, written here from their published description and constants. CIFAR: the 95
-  sub-policies of the AutoAugment search (``policy_cifar``: the 25 of the paper's appendix are a
-  subset); SVHN: its 25. Levels 0..10 map to magnitudes with the code's ImageNet constants even on
+  sub-policies of the AutoAugment search (``policy_cifar``; 20 of the 25 that torchvision ships from the
+  AutoAugment paper's appendix are among them); SVHN: its 25 (the same as torchvision's). Levels 0..10 map to magnitudes with the code's ImageNet constants even on
   32x32 images: translate ``level / 10 * 250`` px and the AA-internal cutout a ``2 * int(level / 10 *
   100)`` px square, so any translate of level >= 2 or cutout of level >= 4 leaves a uniformly gray
   image (fill 128, the code's ``replace``). Rotate ``level / 10 * 30`` degrees, shear ``level / 10 * 0.3``

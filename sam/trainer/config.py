@@ -43,11 +43,13 @@ class DatasetConfig:
     cutout_size: int = MISSING
     autoaugment_cutout: bool = MISSING
     autoaugment_policy: str = MISSING
+    preprocessing: str = "official"  # ImageNet only (data/imagenet.py): official | torchvision
     num_workers: int = MISSING
     # only the finetuning datasets (Table 3) set these
     classes: list[int] | None = None
     image_size: int | None = None
     train_repeats: int | None = None
+    svhn_extra: bool | None = None  # SVHN only: train + extra (null = true)
 
 
 @dataclass
