@@ -51,12 +51,15 @@ DATASETS = {
 
 def expand_jobs(overrides: list[str]) -> list[list[str]]:
     """The jobs `python train.py -m OVERRIDES` launches, each as its list of overrides."""
-    cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.params or {}).items()]
     parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
-    swept = {o.split("=", 1)[0].lstrip("+") for o in params}
-    fixed = [o for o in overrides if o.split("=", 1)[0].lstrip("+") not in swept]
-    (jobs,) = BasicSweeper.split_arguments(parser.parse_overrides([*fixed, *params]), max_batch_size=None)
+    parsed = parser.parse_overrides(overrides)
+    cli_sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    cfg = compose("train", overrides=fixed, return_hydra_config=True)
+    preset = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.params or {}).items()]
+    on_cli = {o.split("=", 1)[0].lstrip("+") for o in cli_sweeps}  # the command line wins over a preset
+    preset = [o for o in preset if o.split("=", 1)[0] not in on_cli]
+    (jobs,) = BasicSweeper.split_arguments(parser.parse_overrides([*fixed, *preset, *cli_sweeps]), None)
     return [[o for o in job if not o.startswith("+sweep=")] for job in jobs]
 
 
@@ -91,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
             model, hours = cache[key]
             total_hours += hours
             by_model[model] = by_model.get(model, 0.0) + hours
-    print(f"{len(jobs)} jobs, {total_hours:,.0f} GPU-hours at {args.tflops:g} effective TFLOP/s per GPU")
+    print(f"{len(jobs)} jobs, {total_hours:,.1f} GPU-hours at {args.tflops:g} effective TFLOP/s per GPU")
     for model, hours in sorted(by_model.items(), key=lambda kv: -kv[1]):
-        print(f"  {model}: {hours:,.0f} GPU-hours")
+        print(f"  {model}: {hours:,.1f} GPU-hours")
     return 0
 
 

@@ -370,6 +370,7 @@ GLOBS = {
     "glob(*_noise*)": T4_NAMES,
     "glob(svhn_*)": {n for n in T5_NAMES if n.startswith("svhn_")},
     "glob(fashion_mnist_*)": {n for n in T5_NAMES if n.startswith("fashion_mnist_")},
+    "glob([svhn_*,fashion_mnist_*])": T5_NAMES,
 }
 
 
@@ -388,3 +389,29 @@ def test_glob_sweeps_select_the_documented_files():
     assert len(GLOBS["glob(cifar*,exclude=*_noise*)"]) == 90
     assert len(GLOBS["glob(cifar*_sam,exclude=*_noise*)"]) == 30
     assert len(GLOBS["glob(imagenet_*)"]) == 18 and len(GLOBS["glob(*_noise*)"]) == 8
+
+
+# ---------------------------------------------------------------------------------------------- presets
+def _preset_jobs(overrides: list[str]) -> list[list[str]]:
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        assert cfg.hydra.mode.name == "MULTIRUN"  # the preset alone makes it a multirun (no -m needed)
+        params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
+        parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+        (jobs,) = BasicSweeper.split_arguments(parser.parse_overrides(params), max_batch_size=None)
+    return jobs
+
+
+def test_sweep_presets_launch_the_documented_jobs():
+    # The paper's rho grid (Sec. 3.1) and five seeds, alone and together.
+    rhos = {("rho=" + r) for r in ("0.01", "0.02", "0.05", "0.1", "0.2", "0.5")}
+    assert {job[0] for job in _preset_jobs(["+sweep=rho_grid"])} == rhos
+    assert {job[0] for job in _preset_jobs(["+sweep=seeds5"])} == {f"seed={s}" for s in range(5)}
+    both = _preset_jobs(["experiment=cifar10_wrn28_10_200ep_basic_sam", "+sweep=[rho_grid,seeds5]"])
+    assert len(both) == 30 and len({tuple(j) for j in both}) == 30
+    # All of Table 1 as one multirun: 60 cells + 30 2N halves, five seeds each.
+    table1 = _preset_jobs(["+sweep=table1"])
+    assert len(table1) == 450
+    assert {j[0].removeprefix("experiment=") for j in table1} == T1_NAMES | T1_2N_NAMES
+    readme = (EXPERIMENTS / "README.md").read_text()
+    assert "`+sweep=table1` | 450 |" in readme and "`+sweep=rho_grid` | 6 |" in readme
