@@ -46,13 +46,11 @@ def paired(sam: dict[int, float], sgd: dict[int, float]) -> dict:
     seeds = sorted(set(sam) & set(sgd))
     diffs = [sam[s] - sgd[s] for s in seeds]
     mean, half = ci95(diffs)
-    p = (
-        float(stats.ttest_rel([sam[s] for s in seeds], [sgd[s] for s in seeds]).pvalue)
-        if len(seeds) > 1
-        else math.nan
-    )
-    if math.isnan(p):  # identical pairs: no variance
-        p = 1.0 if mean == 0 else 0.0
+    spread = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+    if spread > 1e-12 * max(1.0, abs(mean)):
+        p = float(stats.ttest_rel([sam[s] for s in seeds], [sgd[s] for s in seeds]).pvalue)
+    else:  # identical differences (or one pair): nothing to test against
+        p = 1.0 if abs(mean) <= 1e-12 else 0.0
     return {"n": len(seeds), "diff": mean, "ci": half, "p": p, "significant": abs(mean) > half}
 
 

@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 
+from sam.trainer.preflight import release_claim
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Differ between two otherwise identical runs (clock-dependent); everything else in results.json must not.
@@ -131,13 +133,22 @@ def compose_train(overrides: list[str]):
 
 
 def train_in_process(overrides: list[str], run_dir: Path) -> dict[str, Any]:
-    """train.py's ``train`` on the composed config; torch's global RNG and determinism flag are restored."""
+    """train.py's ``train`` on the composed config, on one thread as ``run_train``'s processes (so the
+    numbers are bitwise those of ``python train.py``); torch's threads, RNG and determinism are restored."""
     import train
 
-    deterministic, rng = torch.are_deterministic_algorithms_enabled(), torch.get_rng_state()
+    threads, rng = torch.get_num_threads(), torch.get_rng_state()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)  # Hydra makes it for python train.py
+    refused = True
     try:
-        return train.train(compose_train(overrides), Path(run_dir))
+        results = train.train(compose_train(overrides), Path(run_dir))
+        refused = False
+        return results
     finally:
+        release_claim(run_dir, refused=refused)  # the run directory's lock, as train.py's main drops it
+        torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
         torch.set_rng_state(rng)
 
