@@ -9,7 +9,6 @@ import io
 import json
 import math
 import subprocess
-from pathlib import Path
 
 import pytest
 from fake_data import write_fake_run
@@ -19,7 +18,6 @@ from scripts import compare, summarise_sharpness
 from scripts.paper_tables import load_paper_cells
 from scripts.run_results import CELL_KEYS, group_runs, load_runs
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 T975 = {1: 12.706205, 2: 4.302653}
 
 
