@@ -101,6 +101,9 @@ def experiment_names() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
 
 
+# Composing every file costs ~0.1-0.3 s each (Hydra's defaults tree and OmegaConf merges), 15-40 s in all:
+# the tests that check every file are in the slow suite; the fast suite keeps the YAML-text checks and one
+# composition with command-line overrides.
 @pytest.fixture(scope="module")
 def cfgs() -> dict[str, DictConfig]:
     """Every experiment file composed once with train.yaml, as `python train.py experiment=NAME` does."""
@@ -150,6 +153,7 @@ def test_every_sgd_file_is_its_sam_twin_with_sgd_and_rho_0():
         assert text == {"defaults": [twin, {"override /optimizer": "sgd"}], "rho": 0.0}, name
 
 
+@pytest.mark.slow
 def test_every_2n_file_is_its_sgd_file_at_twice_the_epochs(cfgs):
     """Sec. 3.1: each Table 1 SGD baseline is the better of N and 2N epochs; the 2N file differs in epochs only."""
     for name in T1_2N_NAMES:
@@ -176,6 +180,7 @@ def test_every_sam_file_composes_its_tables_base():
         assert defaults[0] == base, name
 
 
+@pytest.mark.slow
 def test_every_file_is_global_and_its_header_cites_the_papers_number(cfgs):
     cells = load_paper_cells(["table1", "table2", "table4", "table5"])
     for name in set(cfgs) - HANDWRITTEN - T1_2N_NAMES:
@@ -207,6 +212,7 @@ def test_every_file_is_global_and_its_header_cites_the_papers_number(cfgs):
 
 
 # ---------------------------------------------------------------------------------------------- values
+@pytest.mark.slow
 def test_table1_values_are_table6_and_the_papers_setup(cfgs):
     cells = load_paper_cells(["table1"])
     for name in T1_NAMES:
@@ -239,6 +245,7 @@ def test_table1_values_are_table6_and_the_papers_setup(cfgs):
         assert cell["rho"] == (rho if optimizer == "sam" else None), name
 
 
+@pytest.mark.slow
 def test_sgd_file_differs_from_its_sam_twin_only_in_optimizer_and_rho(cfgs):
     pairs = [(n, n[: -len("sam")] + "sgd") for n in cfgs if n.endswith("_sam")]
     assert len(pairs) == 30 + 9 + 4 + 8
@@ -250,6 +257,7 @@ def test_sgd_file_differs_from_its_sam_twin_only_in_optimizer_and_rho(cfgs):
         assert sam["rho"] > 0
 
 
+@pytest.mark.slow
 def test_table2_values_are_the_papers_imagenet_setup(cfgs):
     for name in T2_NAMES:
         cfg = cfgs[name]
@@ -264,6 +272,7 @@ def test_table2_values_are_the_papers_imagenet_setup(cfgs):
         official_code_defaults(cfg)
 
 
+@pytest.mark.slow
 def test_table4_values_are_the_papers_and_our_stated_choices(cfgs):
     for name in T4_NAMES:
         cfg = cfgs[name]
@@ -279,6 +288,7 @@ def test_table4_values_are_the_papers_and_our_stated_choices(cfgs):
     assert "NOT in the paper" in text and "OUR choice" in text
 
 
+@pytest.mark.slow
 def test_table5_values_are_table7_and_the_papers_setup(cfgs):
     for name in T5_NAMES:
         cfg = cfgs[name]
@@ -299,6 +309,7 @@ def test_table5_values_are_table7_and_the_papers_setup(cfgs):
 
 
 # ---------------------------------------------------------------------------------------------- usable
+@pytest.mark.slow
 @pytest.mark.parametrize("world_size", [1, 2, 4, 8])
 def test_every_experiment_validates_with_valid_choices(cfgs, world_size):
     for name, cfg in cfgs.items():
@@ -311,6 +322,7 @@ def test_every_experiment_validates_with_valid_choices(cfgs, world_size):
         make_spec(cfg.augment, pad=4, hflip=True, cutout_size=cfg.dataset.cutout_size)
 
 
+@pytest.mark.slow
 def test_every_model_config_builds_the_papers_model_on_meta(cfgs):
     built = {}
     for name, cfg in cfgs.items():
