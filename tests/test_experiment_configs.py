@@ -82,7 +82,14 @@ TABLE7 = {
     ("fashion_mnist", "wrn28_10"): (0.1, 5e-4, 0.05),
     ("fashion_mnist", "shake_shake_26_2x96d"): (0.1, 5e-4, 0.02),
 }
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "digits": 10, "svhn": 10, "fashion_mnist": 10}
+NUM_CLASSES = {
+    "cifar10": 10,
+    "cifar100": 100,
+    "imagenet": 1000,
+    "digits": 10,
+    "svhn": 10,
+    "fashion_mnist": 10,
+}
 IN_CHANS = {"fashion_mnist": 1, "digits": 1}
 # Published parameter counts of the paper's models (WRN, Shake-Shake, PyramidNet, He et al., torchvision).
 PAPER_PARAMS = {
