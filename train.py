@@ -35,6 +35,7 @@ from sam import SAM, StepOptions, decoupled_param_groups, resolve_precision, sel
 from sam.trainer.checkpoint import CheckpointManager
 from sam.trainer.config import effective_m, unknown_key_message, uses_sam, validate
 from sam.trainer.distributed import DistContext, setup_distributed
+from sam.trainer.exit_codes import ExitCode  # Hydra's own composition errors exit 1
 from sam.trainer.loop import NonFiniteLossError
 from sam.trainer.provenance import device_name
 from sam.trainer.run import Objects, Run, finished_results, load_resume_state
@@ -42,11 +43,6 @@ from sam.trainer.schedule import warmup_then
 from sam.variants import VARIANTS, build_variant
 
 log = logging.getLogger("train")
-
-# Exit codes: 0 done (or already done), 2 bad input (command line, config, data files, checkpoint),
-# 3 the loss stayed NaN/inf, 128 + signal preempted (checkpointed: run the same command again).
-# Hydra's own composition errors (an unknown group option, a value of the wrong type) exit 1.
-EXIT_BAD_INPUT, EXIT_NONFINITE = 2, 3
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
@@ -59,7 +55,7 @@ def main(cfg: DictConfig) -> float | None:
             raise  # Hydra marks this job failed; the other jobs of the sweep go on
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(EXIT_NONFINITE if isinstance(err, NonFiniteLossError) else EXIT_BAD_INPUT)
+        sys.exit(ExitCode.NON_FINITE if isinstance(err, NonFiniteLossError) else ExitCode.BAD_INPUT)
     return results["test_error"]
 
 
@@ -241,5 +237,5 @@ if __name__ == "__main__":
     problem = unknown_key_message(sys.argv[1:])  # Hydra's own message does not name the valid keys
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(ExitCode.BAD_INPUT)
     main()
