@@ -38,7 +38,14 @@ from sam.precision import PRECISIONS
 from sam.steps import PERTURBATION_MODES
 from sam.weight_decay import WEIGHT_DECAY_MODES
 from sam.trainer.checkpoint import CheckpointError, CheckpointManager, atomic_torch_save
-from sam.trainer.distributed import DistContext, all_reduce_sum, average_bn_stats, gather_objects, setup_distributed
+from sam.trainer.distributed import (
+    DistContext,
+    all_reduce_sum,
+    average_bn_stats,
+    export_slurm_env,
+    gather_objects,
+    setup_distributed,
+)
 from sam.trainer.loop import EpochTotals, NonFiniteLossError, evaluate, train_one_epoch
 from sam.trainer.preemption import FaultInjector, PreemptionHandler
 from sam.trainer.provenance import device_name, git_commit
@@ -358,7 +365,7 @@ class Run:
         self.totals = EpochTotals().to(ctx.device)
         self.metrics = MetricsFile(run_dir / "metrics.jsonl")
         self.tracker: Any = NullTracker()
-        self.preemption = PreemptionHandler()
+        self.preemption = PreemptionHandler(rank=ctx.rank)
         self.started = time.perf_counter()
         self.last_checkpoint = time.monotonic()
         minutes = cfg.trainer.checkpoint_interval_min
@@ -384,7 +391,7 @@ class Run:
         if objs.step_options.precision.scaler is not None and "scaler" in state:
             objs.step_options.precision.scaler.load_state_dict(state["scaler"])
         self.progress = Progress(**{k: state.get(k, v) for k, v in asdict(Progress()).items()})
-        self.totals = EpochTotals.from_state_dict(state["totals"], ctx.device)
+        self.totals = EpochTotals.from_state_dict(totals_for_rank(state["totals"], ctx), ctx.device)
         if len(state["rng"]) == ctx.world_size:
             RNGState.load(state["rng"][ctx.rank], ctx.device)
         else:
@@ -401,6 +408,7 @@ class Run:
     def save_checkpoint(self, finished: bool = False) -> None:
         objs = self.objs
         rngs = gather_objects(RNGState(self.ctx.device).state_dict(), self.ctx)
+        totals = gather_objects(self.totals.state_dict(), self.ctx)  # every rank's: its share of the epoch
         if self.ctx.is_main and not finite_weights(objs.raw_model):
             log.warning(
                 "weights are NaN/inf: not checkpointing, %s keeps the last good checkpoint", self.ckpts.dir
@@ -415,7 +423,7 @@ class Run:
                 "optimizer": objs.optimizer.state_dict(),
                 "scheduler": objs.scheduler.state_dict(),
                 "rng": rngs,
-                "totals": self.totals.state_dict(),
+                "totals": totals,
                 "config": self.resolved,
             }
             if objs.step_options.precision.scaler is not None:
@@ -424,11 +432,10 @@ class Run:
         self.last_checkpoint = time.monotonic()
 
     def exit_for_requeue(self) -> None:
-        log.warning(
-            "checkpointed at epoch %d batch %d; exiting for requeue", self.progress.epoch, self.progress.batch
-        )
+        where = f" at epoch {self.progress.epoch} batch {self.progress.batch} ({self.ckpts.dir})"
+        log.warning("checkpointed%s", where)
         self.tracker.finish(exit_code=1)
-        self.preemption.exit()
+        self.preemption.exit(where)
 
     # -- hooks of the epoch loop ----------------------------------------------------------------------
     def should_stop(self) -> bool:
@@ -579,6 +586,21 @@ class Run:
         return results
 
 
+def totals_for_rank(saved: Any, ctx: DistContext) -> dict[str, Any]:
+    """This rank's running totals of the interrupted epoch (a checkpoint holds every rank's)."""
+    if isinstance(saved, dict):  # checkpoints before every rank's totals were kept: rank 0's only
+        saved = [saved]
+    if len(saved) == ctx.world_size:
+        return saved[ctx.rank]
+    log.warning(
+        "checkpoint has epoch totals of %d processes, this run has %d: the interrupted epoch's train loss "
+        "counts rank 0's share only",
+        len(saved),
+        ctx.world_size,
+    )
+    return saved[0] if ctx.rank == 0 else EpochTotals().state_dict()
+
+
 def build_objects(cfg: DictConfig, ctx: DistContext) -> Objects:
     """``build``, with unreadable dataset files turned into an error that names dataset.root."""
     try:
@@ -671,6 +693,7 @@ def _last_train_loss(run_dir: Path) -> float | None:
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    export_slurm_env()  # SLURM tasks (hydra.launcher.tasks_per_node > 1, srun -n N) as torchrun's variables
     try:
         results = train(cfg, run_dir)
     except (ValueError, FileNotFoundError, NonFiniteLossError) as err:
@@ -716,4 +739,8 @@ def check_override_keys(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     check_override_keys(sys.argv[1:])
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C before training started, or a second Ctrl-C: no traceback
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)

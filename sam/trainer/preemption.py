@@ -1,9 +1,20 @@
-"""Preemption: SIGTERM / SIGUSR1 / SIGUSR2 -> finish the step, checkpoint, exit for requeue.
+"""Preemption and Ctrl-C: finish the step, write a checkpoint, then requeue (SLURM) or exit.
 
-SLURM sends SIGTERM (and, with ``--signal``, SIGUSR1/2) before it kills a job. The handler only sets a
-flag; the training loop checks it between steps, writes a checkpoint and calls :meth:`exit`. If another
-handler was installed before ours (submitit's, which requeues the job), it is called then, so the
-submitit launcher's requeue path still runs; otherwise the process exits with 128 + signal number.
+Every signal SLURM sends before it takes a job away must end in a checkpoint and a requeue: SIGTERM at
+the start of a preemption's grace time, SIGUSR1/SIGUSR2 from ``--signal`` (submitit asks for USR2) before
+the time limit or from ``scancel --signal``. The handler only sets a flag; the training loop checks it
+between steps, checkpoints and calls :meth:`PreemptionHandler.exit`, which requeues whichever of them
+came:
+
+* under submitit (``hydra/launcher=slurm``): submitit's requeue handler, the one it installed for its own
+  signal. Handing SIGTERM to submitit's SIGTERM handler instead would only log "Bypassing signal SIGTERM"
+  and the job would end FAILED;
+* in a plain SLURM job (``sbatch --requeue``, e.g. ``scripts/sbatch/train.sbatch``): ``scontrol requeue``
+  from rank 0 (it fails harmlessly where the job cannot be requeued: a cancelled or timed-out job);
+* otherwise the process exits with 128 + the signal number.
+
+SIGINT (Ctrl-C) stops the same way but never requeues: one line, exit 130, no traceback. A second Ctrl-C
+while the step finishes stops at once (Python's KeyboardInterrupt).
 
 :class:`FaultInjector` is test-only: it lets a test kill or signal a real training process at an exact
 point (``SAM_REPRO_FAULT``), so "killed anywhere, resumed exactly" can be checked end to end.
@@ -14,18 +25,30 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
+import threading
 from collections import Counter
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, name))
+REQUEUE_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, name)
+)
+SIGNALS = (*REQUEUE_SIGNALS, signal.SIGINT)
+SUBMITIT_REQUEUE = "checkpoint_and_try_requeue"  # submitit.core.job_environment.SignalHandler's method
+
+_signal_seen = threading.Event()  # set by any handled signal; FaultInjector's WAIT waits for it
 
 
 class PreemptionHandler:
-    def __init__(self) -> None:
+    """Catches SLURM's signals and Ctrl-C as a flag; :meth:`exit` requeues or exits once checkpointed."""
+
+    def __init__(self, rank: int = 0) -> None:
+        self.rank = rank
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
 
@@ -43,23 +66,67 @@ class PreemptionHandler:
     def requested(self) -> bool:
         return self.received is not None
 
+    @property
+    def interrupted(self) -> bool:
+        """Stopped by Ctrl-C (SIGINT) rather than by the scheduler."""
+        return self.received == signal.SIGINT
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        _signal_seen.set()
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now, without a checkpoint
         if self.received is None:
             log.warning(
-                "received %s: finishing this step, then checkpointing and exiting",
+                "received %s: finishing this step, then checkpointing and %s",
                 signal.Signals(signum).name,
+                "exiting" if signum == signal.SIGINT else "requeuing",
             )
-        self.received = signum
+        # Ctrl-C wins over a scheduler signal (the user wants out); otherwise keep the first.
+        if self.received is None or signum == signal.SIGINT:
+            self.received = signum
 
-    def exit(self) -> None:
-        """Hand over to the previous handler (submitit requeue) or exit with 128 + signum."""
+    def _submitit_requeue(self) -> Callable[[int, FrameType | None], None] | None:
+        return next(
+            (h for h in self._previous.values() if getattr(h, "__name__", "") == SUBMITIT_REQUEUE), None
+        )
+
+    def exit(self, where: str = "") -> None:
+        """After the checkpoint: requeue (SLURM) or exit 128 + signum; Ctrl-C exits 130 with one line."""
         signum = self.received
         assert signum is not None
-        previous = self._previous.get(signum)
+        submitit_requeue = self._submitit_requeue()
         self.uninstall()
-        if callable(previous):
-            previous(signum, None)
+        if signum == signal.SIGINT:
+            if self.rank == 0:
+                print(
+                    f"interrupted (Ctrl-C): checkpointed{where}; run the same command to resume",
+                    file=sys.stderr,
+                )
+            sys.exit(128 + signum)
+        if submitit_requeue is not None:
+            try:
+                submitit_requeue(signum, None)  # rank 0: dumps the job, `scontrol requeue`, exits
+            except subprocess.CalledProcessError as err:
+                log.error("submitit could not requeue the job (%s); exiting", err)
+        elif os.environ.get("SLURM_JOB_ID") and self.rank == 0:
+            requeue_slurm_job(os.environ["SLURM_JOB_ID"])
         sys.exit(128 + signum)
+
+
+def requeue_slurm_job(job_id: str) -> bool:
+    """``scontrol requeue JOB``: True when SLURM took it (a batch job that is still running)."""
+    try:
+        proc = subprocess.run(
+            ["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        log.error("cannot requeue SLURM job %s: %s", job_id, err)
+        return False
+    if proc.returncode:
+        log.warning("SLURM did not requeue job %s: %s", job_id, (proc.stderr or proc.stdout).strip())
+        return False
+    log.warning("requeued SLURM job %s; it resumes from the checkpoint", job_id)
+    return True
 
 
 FAULT_ENV = "SAM_REPRO_FAULT"
@@ -72,8 +139,11 @@ class FaultInjector:
     Points: ``step`` (after each training step, where the loop looks at the preemption flag) and
     ``ckpt_written`` / ``ckpt_synced`` / ``ckpt_rotated`` (inside :meth:`CheckpointManager.save`).
     ACTION is a signal name sent to this very process (default ``KILL``: nothing runs after it, like a
-    node failure; ``TERM`` / ``USR1`` take the preemption path) or ``NAN`` (returned to the caller, which
-    makes the weights NaN). Unset, it does nothing.
+    node failure; ``TERM`` / ``USR1`` take the preemption path), ``NAN`` (returned to the caller, which
+    makes the weights NaN) or ``WAIT``: create the file ``$SAM_REPRO_FAULT_MARKER``, then wait (at most
+    ``WAIT_TIMEOUT_S``) until a signal arrives from outside, so a test can have SLURM preempt or time out
+    a job at an exact step. It fires only while the marker does not exist, so a requeued job runs through.
+    Unset, it does nothing.
     """
 
     def __init__(self, spec: str = "") -> None:
@@ -83,13 +153,13 @@ class FaultInjector:
             point, _, rest = item.partition(":")
             count, _, action = rest.partition(":")
             action = (action or "KILL").upper()
-            known_action = action == "NAN" or isinstance(
+            known_action = action in ("NAN", "WAIT") or isinstance(
                 getattr(signal, f"SIG{action}", None), signal.Signals
             )
             if point not in FAULT_POINTS or not count.isdigit() or int(count) < 1 or not known_action:
                 raise ValueError(
                     f"{FAULT_ENV}={spec!r}: {item!r} is not POINT:N[:ACTION] with POINT one of "
-                    f"{', '.join(FAULT_POINTS)}, N >= 1 and ACTION a signal name (KILL, TERM, USR1, ...) or NAN"
+                    f"{', '.join(FAULT_POINTS)}, N >= 1 and ACTION a signal name (KILL, TERM, USR1, ...), NAN or WAIT"
                 )
             self._rules[point] = (int(count), action)
 
@@ -105,7 +175,31 @@ class FaultInjector:
         count, action = self._rules[point]
         if self._seen[point] != count:
             return None
+        if action == "WAIT":
+            return action if _wait_for_a_signal() else None
         log.warning("%s: %s at %s #%d", FAULT_ENV, action, point, count)
         if action != "NAN":
             os.kill(os.getpid(), getattr(signal, f"SIG{action}"))
         return action
+
+
+FAULT_MARKER_ENV = "SAM_REPRO_FAULT_MARKER"
+WAIT_TIMEOUT_S = 240.0
+
+
+def _wait_for_a_signal() -> bool:
+    """WAIT: mark that this step was reached, then block until a handled signal arrives (or time out)."""
+    marker = os.environ.get(FAULT_MARKER_ENV)
+    if not marker:
+        raise ValueError(
+            f"{FAULT_ENV}: WAIT needs {FAULT_MARKER_ENV}=PATH (the file it creates when waiting)"
+        )
+    try:
+        with open(marker, "x") as f:
+            f.write(f"{os.environ.get('SLURM_JOB_ID', '')} {os.getpid()}")  # the job a test signals
+    except FileExistsError:
+        return False  # an earlier process of this run waited already (the job was requeued since)
+    log.warning("%s: WAIT for a signal (marker %s)", FAULT_ENV, marker)
+    if not _signal_seen.wait(WAIT_TIMEOUT_S):
+        log.warning("%s: WAIT timed out after %.0f s", FAULT_ENV, WAIT_TIMEOUT_S)
+    return True
