@@ -9,7 +9,17 @@ Running the identical command again with the same ``hydra.run.dir`` resumes from
 and ends exactly where an uninterrupted run ends. Every hyperparameter lives in ``configs/``.
 """
 
+# ruff: noqa: E402  (the early signal catcher below comes before the slow imports)
 from __future__ import annotations
+
+import signal
+
+# SLURM can signal (preemption, --signal) while Python still imports torch or builds the data: remember it,
+# so the trainer checkpoints and requeues at its first step instead of dying on the default action.
+EARLY_SIGNALS: list[int] = []
+if __name__ == "__main__":
+    for _sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(_sig, lambda signum, _frame: EARLY_SIGNALS.append(signum))
 
 import json
 import logging
@@ -365,7 +375,7 @@ class Run:
         self.totals = EpochTotals().to(ctx.device)
         self.metrics = MetricsFile(run_dir / "metrics.jsonl")
         self.tracker: Any = NullTracker()
-        self.preemption = PreemptionHandler(rank=ctx.rank)
+        self.preemption = PreemptionHandler(rank=ctx.rank, pending=EARLY_SIGNALS)
         self.started = time.perf_counter()
         self.last_checkpoint = time.monotonic()
         minutes = cfg.trainer.checkpoint_interval_min

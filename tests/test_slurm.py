@@ -113,13 +113,16 @@ def env_with(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def wait_for(path: Path, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+DEADLINE_S = 600  # per scenario; they run side by side and mostly wait for the scheduler
+
+
+def wait_for(path: Path, deadline: float, proc: subprocess.Popen | None = None) -> bool:
+    """Until ``path`` has content, ``proc`` ended, or the monotonic ``deadline``."""
+    while time.monotonic() < deadline and (proc is None or proc.poll() is None):
         if path.exists() and path.read_text().strip():
             return True
         time.sleep(0.2)
-    return False
+    return path.exists() and bool(path.read_text().strip())
 
 
 def slurm(*args: str, env: dict[str, str] | None = None) -> str:
@@ -139,7 +142,7 @@ def launch(
     *,
     wait: bool = False,
     act: Callable[[str], None] | None = None,
-    deadline_s: float = 300,
+    deadline_s: float = DEADLINE_S,
 ) -> Outcome:
     """``train.py -m OVERRIDES hydra/launcher=slurm_cpu`` (one job); ``act(job_id)`` once it waits at step 2."""
     marker = tmp / "marker"
@@ -156,15 +159,16 @@ def launch(
     log = (tmp / "launcher.log").open("w")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env_with(extra), stdout=log, stderr=subprocess.STDOUT)
     outcome = Outcome()
+    deadline = time.monotonic() + deadline_s
     if wait:
-        if wait_for(marker, deadline_s / 2):
+        if wait_for(marker, deadline, proc):
             outcome.job_id = marker.read_text().split()[0]
             if act is not None:
                 act(outcome.job_id)
         else:
             outcome.notes.append("the job never reached step 2")
     try:
-        outcome.returncode = proc.wait(timeout=deadline_s)
+        outcome.returncode = proc.wait(timeout=max(deadline - time.monotonic(), 1))
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
@@ -182,14 +186,19 @@ def local_reference(tmp: Path, args: list[str], launcher: list[str] | None = Non
     """The same run without SLURM, uninterrupted (torchrun for DDP)."""
     run_dir = tmp / "run"
     cmd = [*(launcher or [sys.executable]), "train.py", *args, f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env_with({}), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=REPO, env=env_with({}), capture_output=True, text=True, timeout=DEADLINE_S)
     return Outcome(proc.returncode, proc.stdout + proc.stderr, run_dir)
 
 
 def readme_array(tmp: Path) -> Outcome:
     cmd = README_ARRAY.replace("runs/", f"{tmp}/").split()
     proc = subprocess.run(
-        [sys.executable, *cmd[1:]], cwd=REPO, env=env_with({}), capture_output=True, text=True, timeout=300
+        [sys.executable, *cmd[1:]],
+        cwd=REPO,
+        env=env_with({}),
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
     )
     compare = README_COMPARE.replace("runs/", f"{tmp}/").split()
     table = subprocess.run(
@@ -216,11 +225,11 @@ def sbatch_template(tmp: Path) -> Outcome:
         slurm(args[0], "--parsable", f"--output={tmp}/slurm-%j.out", *args[1:], env=env).strip().split(";")[0]
     )
     outcome = Outcome(job_id=job_id, run_dir=tmp / "slurm_sbatch")
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + DEADLINE_S
     while not job_gone(job_id) and time.monotonic() < deadline:
         time.sleep(1)
     if not job_gone(job_id):
-        outcome.notes.append("still queued or running after 300 s")
+        outcome.notes.append(f"still queued or running after {DEADLINE_S} s")
         subprocess.run(["scancel", job_id])
     outcome.returncode = 0 if (outcome.run_dir / "results.json").exists() else 1
     outcome.output = "".join(p.read_text(errors="replace") for p in tmp.glob("slurm-*.out"))
@@ -268,9 +277,7 @@ def outcomes(cluster, tmp_path_factory) -> dict[str, Outcome]:
             wait=True,
             act=lambda job: slurm("scancel", "--signal=USR2", job),
         ),
-        "cancelled": lambda: launch(
-            tmp("cancelled"), TINY, wait=True, act=lambda job: slurm("scancel", job), deadline_s=150
-        ),
+        "cancelled": lambda: launch(tmp("cancelled"), TINY, wait=True, act=lambda job: slurm("scancel", job)),
         "reference": lambda: local_reference(tmp("reference"), TINY),
         "reference_sbatch": lambda: local_reference(tmp("reference_sbatch"), SBATCH_RUN),
         "reference_ddp": lambda: local_reference(

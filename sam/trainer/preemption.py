@@ -47,14 +47,19 @@ _signal_seen = threading.Event()  # set by any handled signal; FaultInjector's W
 class PreemptionHandler:
     """Catches SLURM's signals and Ctrl-C as a flag; :meth:`exit` requeues or exits once checkpointed."""
 
-    def __init__(self, rank: int = 0) -> None:
+    def __init__(self, rank: int = 0, pending: list[int] | None = None) -> None:
         self.rank = rank
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
+        self._pending = pending if pending is not None else []
 
     def install(self) -> PreemptionHandler:
+        """Catch the signals; any in ``pending`` (caught before, e.g. during imports) counts as received."""
         for sig in SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
+        for signum in self._pending:
+            self._handle(signum, None)
+        self._pending.clear()
         return self
 
     def uninstall(self) -> None:
