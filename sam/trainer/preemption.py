@@ -108,14 +108,41 @@ class PreemptionHandler:
                     file=sys.stderr,
                 )
             sys.exit(128 + signum)
-        if submitit_requeue is not None:
+        job_id = os.environ.get("SLURM_JOB_ID")
+        if job_id and self.rank == 0 and not slurm_job_running(job_id):
+            pass  # cancelled (scancel) or past its time limit: SLURM would still requeue it, it must not be
+        elif submitit_requeue is not None:
             try:
                 submitit_requeue(signum, None)  # rank 0: dumps the job, `scontrol requeue`, exits
             except subprocess.CalledProcessError as err:
                 log.error("submitit could not requeue the job (%s); exiting", err)
-        elif os.environ.get("SLURM_JOB_ID") and self.rank == 0:
-            requeue_slurm_job(os.environ["SLURM_JOB_ID"])
+        elif job_id and self.rank == 0:
+            requeue_slurm_job(job_id)
         sys.exit(128 + signum)
+
+
+def slurm_job_running(job_id: str) -> bool:
+    """Whether the job is still RUNNING: so during a preemption's grace time or after ``--signal``.
+
+    ``scancel JOB`` and the time limit put it in COMPLETING before the SIGTERM arrives; ``scontrol requeue``
+    would still bring such a job back, so a job a user cancelled must not be requeued.
+    """
+    try:
+        proc = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%T"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        log.warning("cannot ask SLURM for the state of job %s (%s): requeuing anyway", job_id, err)
+        return True
+    state = proc.stdout.strip()
+    if proc.returncode == 0 and state and state != "RUNNING":
+        log.warning("SLURM job %s is %s (cancelled, or past its time limit): not requeuing it", job_id, state)
+        return False
+    return True
 
 
 def requeue_slurm_job(job_id: str) -> bool:
