@@ -12,19 +12,20 @@ and ends exactly where an uninterrupted run ends. Every hyperparameter lives in 
 # ruff: noqa: E402  (the early signal catcher below comes before the slow imports)
 from __future__ import annotations
 
+import os
 import signal
 
-# SLURM can signal (preemption, --signal) while Python still imports torch or builds the data: remember it,
-# so the trainer checkpoints and requeues at its first step instead of dying on the default action.
+# SLURM can signal a job step (preemption, --signal) while Python still imports torch or builds the data:
+# remember it, so the trainer checkpoints and requeues at its first step instead of dying on the default
+# action. Only in a SLURM job step (srun): a sweep's submitting process must stay killable.
 EARLY_SIGNALS: list[int] = []
-if __name__ == "__main__":
+if __name__ == "__main__" and "SLURM_STEP_ID" in os.environ:
     for _sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(_sig, lambda signum, _frame: EARLY_SIGNALS.append(signum))
 
 import json
 import logging
 import math
-import os
 import pickle
 import sys
 import time
@@ -64,6 +65,9 @@ from sam.trainer.schedule import SCHEDULES, warmup_then
 from sam.trainer.tracking import MetricsFile, NullTracker, WandbTracker
 
 log = logging.getLogger("train")
+# Installed when main() starts (before data and model are built), so a signal during set-up is not lost
+# and submitit's requeue handler, installed before us in a submitit job, is the one it chains to.
+PREEMPTION = PreemptionHandler(pending=EARLY_SIGNALS)
 REPO = Path(__file__).resolve().parent
 OPTIMIZERS = ("sgd", "sam", "asam")
 LOGGERS = ("none", "wandb")
@@ -375,7 +379,8 @@ class Run:
         self.totals = EpochTotals().to(ctx.device)
         self.metrics = MetricsFile(run_dir / "metrics.jsonl")
         self.tracker: Any = NullTracker()
-        self.preemption = PreemptionHandler(rank=ctx.rank, pending=EARLY_SIGNALS)
+        self.preemption = PREEMPTION
+        self.preemption.rank = ctx.rank
         self.started = time.perf_counter()
         self.last_checkpoint = time.monotonic()
         minutes = cfg.trainer.checkpoint_interval_min
@@ -539,7 +544,8 @@ class Run:
                     self.save_checkpoint(finished=self.progress.epoch == self.cfg.epochs)
                 else:  # stopped mid-epoch: checkpoint where we are
                     self.save_checkpoint()
-                if self.preemption.requested:
+                # Training done: a signal now only costs the final evaluation, not a requeue.
+                if self.preemption.requested and self.progress.epoch < self.cfg.epochs:
                     self.exit_for_requeue()
             failed = False
         finally:
@@ -704,6 +710,7 @@ def _last_train_loss(run_dir: Path) -> float | None:
 def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     export_slurm_env()  # SLURM tasks (hydra.launcher.tasks_per_node > 1, srun -n N) as torchrun's variables
+    PREEMPTION.install()
     try:
         results = train(cfg, run_dir)
     except (ValueError, FileNotFoundError, NonFiniteLossError) as err:

@@ -13,6 +13,8 @@ set -euo pipefail
 DIR=${1:-/tmp/sam-repro-slurm}
 HOST=$(hostname -s)
 CPUS=${SAM_REPRO_SLURM_CPUS:-16}   # declared CPUs (config_overrides: may exceed the real cores)
+# Ports from the state directory, so a second cluster (another checkout's CI) on this machine does not clash.
+PORT=$(( 20000 + $(printf '%s' "$DIR" | cksum | cut -d' ' -f1) % 20000 * 2 ))
 
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
@@ -47,8 +49,8 @@ SlurmctldPidFile=$DIR/slurmctld.pid
 SlurmdPidFile=$DIR/slurmd.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd.log
-SlurmctldPort=6917
-SlurmdPort=6918
+SlurmctldPort=$PORT
+SlurmdPort=$((PORT + 1))
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres

@@ -54,7 +54,9 @@ class PreemptionHandler:
         self._pending = pending if pending is not None else []
 
     def install(self) -> PreemptionHandler:
-        """Catch the signals; any in ``pending`` (caught before, e.g. during imports) counts as received."""
+        """Catch the signals (again: a no-op); any in ``pending`` (caught during imports) counts as received."""
+        if self._previous:
+            return self
         for sig in SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
         for signum in self._pending:
@@ -100,7 +102,14 @@ class PreemptionHandler:
         signum = self.received
         assert signum is not None
         submitit_requeue = self._submitit_requeue()
-        self.uninstall()
+        # From here on this process only exits. Later SLURM signals (submitit's USR2 right after a SIGTERM,
+        # the requeue's own SIGTERM) are ignored: handed to submitit they would start a second requeue
+        # inside this one. Nothing is restored afterwards (uninstall() then has nothing to do).
+        for sig in REQUEUE_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        if signal.getsignal(signal.SIGINT) == self._handle:
+            signal.signal(signal.SIGINT, self._previous.get(signal.SIGINT, signal.default_int_handler))
+        self._previous.clear()
         if signum == signal.SIGINT:
             if self.rank == 0:
                 print(
