@@ -16,6 +16,7 @@ uninterrupted (run here without SLURM).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -56,7 +57,7 @@ README_ARRAY = (
 )
 README_COMPARE = "python scripts/compare.py runs/slurm_check"
 README_SBATCH = (
-    "sbatch --partition=debug --time=2 --signal=USR1@90 scripts/sbatch/train.sbatch "
+    "sbatch --partition=debug --time=3 --signal=USR1@90 scripts/sbatch/train.sbatch "
     "experiment=quickstart hydra.mode=RUN rho=0.05 epochs=2 trainer.limit_train_batches=4 "
     "hydra.run.dir=runs/slurm_sbatch"
 )
@@ -129,6 +130,13 @@ def slurm(*args: str, env: dict[str, str] | None = None) -> str:
     proc = subprocess.run(list(args), capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
     assert proc.returncode == 0, f"{' '.join(args)}: {proc.stderr}"
     return proc.stdout
+
+
+def signal_once(job: str, sig: str) -> None:
+    """``scancel --signal=SIG JOB`` without scancel's own retries: a job being requeued answers "try again
+    later", and a retry would hit the requeued job while it starts, which SLURM itself never does."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        subprocess.run(["scancel", f"--signal={sig}", job], capture_output=True, timeout=3)
 
 
 def job_gone(job_id: str) -> bool:
@@ -241,10 +249,9 @@ def outcomes(cluster, tmp_path_factory) -> dict[str, Outcome]:
     def tmp(name: str) -> Path:
         return tmp_path_factory.mktemp(name)
 
-    def term_then_usr2(job: str) -> None:  # submitit's own model of a preemption
+    def term_then_usr2(job: str) -> None:  # submitit's own model of a preemption (SlurmJob._interrupt)
         slurm("scancel", "--signal=TERM", job)
-        time.sleep(0.5)
-        slurm("scancel", "--signal=USR2", job)
+        signal_once(job, "USR2")
 
     def preempt(job: str) -> None:  # a job of the high partition needs the memory the low one holds
         slurm(
@@ -268,14 +275,15 @@ def outcomes(cluster, tmp_path_factory) -> dict[str, Outcome]:
         ),
         "time_limit": lambda: launch(
             tmp("time_limit"),
-            [*TINY, "hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=90"],
+            # SLURM sends the warning up to 30 s early: at 3 - 1.5 - 0.5 = 1 minute at the earliest.
+            [*TINY, "hydra.launcher.timeout_min=3", "hydra.launcher.signal_delay_s=90"],
             wait=True,
         ),
         "ddp": lambda: launch(
             tmp("ddp"),
             [*DDP, README_DDP, "hydra.launcher.cpus_per_task=1"],
             wait=True,
-            act=lambda job: slurm("scancel", "--signal=USR2", job),
+            act=lambda job: signal_once(job, "USR2"),
         ),
         "cancelled": lambda: launch(tmp("cancelled"), TINY, wait=True, act=lambda job: slurm("scancel", job)),
         "reference": lambda: local_reference(tmp("reference"), TINY),
@@ -342,7 +350,7 @@ def test_real_preemption_with_grace_time_sigterm_requeues_and_resumes_exactly(ou
 
 
 def test_time_limit_warning_requeues_and_resumes_exactly(outcomes):
-    """submitit's USR2 `signal_delay_s` before a 2-minute limit, sent by SLURM itself."""
+    """submitit's USR2 `signal_delay_s` before a 3-minute limit, sent by SLURM itself."""
     out = outcomes["time_limit"]
     assert "Caught signal SIGUSR2" in out.output, out.describe()
     assert_same_run(out, outcomes["reference"])

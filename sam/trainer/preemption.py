@@ -69,6 +69,13 @@ class PreemptionHandler:
             signal.signal(sig, handler)
         self._previous.clear()
 
+    def __reduce__(self) -> tuple[type, tuple[int]]:
+        """Pickled (submitit pickles train.py's globals with the job, also for its requeue): a fresh one.
+
+        A copy carrying ``received`` into the requeued job would stop it again after its first step.
+        """
+        return (PreemptionHandler, (self.rank,))
+
     @property
     def requested(self) -> bool:
         return self.received is not None
