@@ -246,8 +246,12 @@ def sbatch_template(tmp: Path) -> Outcome:
 
 @pytest.fixture(scope="module")
 def outcomes(cluster, tmp_path_factory) -> dict[str, Outcome]:
+    names = ("array", "sbatch", "term_usr2", "preempt", "high", "time_limit", "ddp", "cancelled")
+    names += ("reference", "reference_sbatch", "reference_ddp")
+    dirs = {name: tmp_path_factory.mktemp(name) for name in names}  # here: mktemp is not thread-safe
+
     def tmp(name: str) -> Path:
-        return tmp_path_factory.mktemp(name)
+        return dirs[name]
 
     def term_then_usr2(job: str) -> None:  # submitit's own model of a preemption (SlurmJob._interrupt)
         slurm("scancel", "--signal=TERM", job)
