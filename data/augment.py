@@ -10,29 +10,24 @@ Definitions (the same for both loaders; tests check each against an independent 
   the zeroed area is often smaller than ``s*s``. It is applied after normalisation (the mask multiplies the
   normalised image), so cut pixels hold the dataset mean. The official SAM code instead draws one cutout
   location per *batch*; we follow the paper's reference (DeVries & Taylor), one per image.
-* ``autoaugment``: torchvision's ``AutoAugment(AutoAugmentPolicy.CIFAR10)`` (used for CIFAR-10 and
-  CIFAR-100, as the official code) on the un-padded uint8 image, then ``basic``, in that order as the
-  official SAM code. The paper does not say whether its AA column also used cutout; our default is no
-  cutout (the official code treats cutout as a separate, off-by-default flag), and
-  ``autoaugment_cutout=True`` adds it (after crop and flip), as in Cubuk et al.'s CIFAR setup.
+* ``autoaugment``: an AutoAugment policy (``data.autoaugment``; ``autoaugment_policy``: ``official``, the
+  SAM code's 95 CIFAR sub-policies with its ImageNet constants and gray fill, or ``torchvision``'s
+  ``AutoAugment(CIFAR10)``) on the un-padded uint8 image, then ``basic``, in that order as the official
+  SAM code. The paper does not say whether its AA column also used cutout; our default is no cutout (the
+  official code treats cutout as a separate, off-by-default flag), and ``autoaugment_cutout=True`` adds it
+  (after crop and flip), as in Cubuk et al.'s CIFAR setup.
 
 The tensor loader stores each pixel's channels packed in one int32 (``pack_pixels``), so a crop is a
-single ``index_select`` of 4-byte elements.
-
-The tensor loader's AutoAugment is batched, not per-image Python: every image gets its own sub-policy,
-probabilities and signs (drawn per epoch in ``data.sampling``), then images are grouped by
-(sub-policy, op, applied?, sign) and torchvision's own op implementation (``_apply_op``, with its policy
-table and magnitude bins) is called once per group: at most ~100 calls per batch, whatever its size.
-That is the same per-image distribution as ``AutoAugment.forward``; a test compares the two image by image
-(and would catch a change of the private ``_apply_op``). The torchvision path runs the same policy on PIL
-images, whose op implementations differ from the tensor ones by rounding.
+single ``index_select`` of 4-byte elements. Its AutoAugment is batched (``data.autoaugment``): every
+image gets its own sub-policy, probabilities and signs (drawn per epoch in ``data.sampling``), applied by
+groups of images sharing an op call.
 """
 
 from dataclasses import dataclass
 
 import torch
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.autoaugment import AutoAugment, AutoAugmentPolicy, _apply_op
+
+from data.autoaugment import AUTOAUGMENT_POLICIES
 
 AUGMENTS = ("none", "basic", "cutout", "autoaugment")
 
@@ -45,14 +40,27 @@ class AugmentSpec:
     hflip: bool = False
     cutout_size: int = 0  # side of the cutout square; 0 = no cutout
     autoaugment: bool = False
+    autoaugment_policy: str = "official"  # data.autoaugment.AUTOAUGMENT_POLICIES
+    autoaugment_dataset: str = "cifar10"  # whose sub-policies: svhn has its own, everything else CIFAR's
 
 
 def make_spec(
-    augment: str, *, pad: int, hflip: bool, cutout_size: int, autoaugment_cutout: bool = False
+    augment: str,
+    *,
+    pad: int,
+    hflip: bool,
+    cutout_size: int,
+    autoaugment_cutout: bool = False,
+    autoaugment_policy: str = "official",
+    autoaugment_dataset: str = "cifar10",
 ) -> AugmentSpec:
     """Turn an ``augment`` name into an AugmentSpec (see the module docstring for the definitions)."""
     if augment not in AUGMENTS:
         raise ValueError(f"augment={augment!r} is not one of {AUGMENTS}")
+    if autoaugment_policy not in AUTOAUGMENT_POLICIES:
+        raise ValueError(
+            f"dataset.autoaugment_policy={autoaugment_policy!r} is not one of {AUTOAUGMENT_POLICIES}"
+        )
     if cutout_size < 0:
         raise ValueError(f"cutout_size={cutout_size} must be >= 0")
     if augment == "none":
@@ -64,7 +72,12 @@ def make_spec(
             raise ValueError("augment='cutout' needs cutout_size > 0")
         return AugmentSpec(crop_pad=pad, hflip=hflip, cutout_size=cutout_size)
     return AugmentSpec(
-        crop_pad=pad, hflip=hflip, cutout_size=cutout_size if autoaugment_cutout else 0, autoaugment=True
+        crop_pad=pad,
+        hflip=hflip,
+        cutout_size=cutout_size if autoaugment_cutout else 0,
+        autoaugment=True,
+        autoaugment_policy=autoaugment_policy,
+        autoaugment_dataset=autoaugment_dataset,
     )
 
 
@@ -158,43 +171,3 @@ class Cutout:
 
     def __repr__(self) -> str:
         return f"Cutout(size={self.size})"
-
-
-class BatchedAutoAugment:
-    """torchvision's AutoAugment with per-image draws, applied by groups (see module docstring)."""
-
-    def __init__(self, image_hw: tuple[int, int], policy: AutoAugmentPolicy = AutoAugmentPolicy.CIFAR10):
-        reference = AutoAugment(policy)  # interpolation NEAREST, fill None (zeros): torchvision's defaults
-        self.policies = reference.policies
-        self.op_meta = reference._augmentation_space(10, image_hw)
-        self.interpolation = InterpolationMode.NEAREST
-
-    @property
-    def num_policies(self) -> int:
-        return len(self.policies)
-
-    def __call__(
-        self, x: torch.Tensor, policy: torch.Tensor, probs: torch.Tensor, signs: torch.Tensor
-    ) -> torch.Tensor:
-        """x: (B, C, H, W) uint8 on any device; policy (B,), probs (B, 2), signs (B, 2) on the CPU."""
-        out = x.clone()
-        for pid in torch.unique(policy).tolist():
-            members = (policy == pid).nonzero().squeeze(1)  # CPU positions in the batch
-            imgs = out[members.to(x.device)]
-            for i, (op_name, p, magnitude_id) in enumerate(self.policies[pid]):
-                magnitudes, signed = self.op_meta[op_name]
-                magnitude = float(magnitudes[magnitude_id].item()) if magnitude_id is not None else 0.0
-                applied = probs[members, i] <= p  # same comparison as AutoAugment.forward
-                if signed:
-                    negative = signs[members, i] == 0
-                    groups = [(applied & negative, -magnitude), (applied & ~negative, magnitude)]
-                else:
-                    groups = [(applied, magnitude)]
-                for chosen, value in groups:
-                    rows = chosen.nonzero().squeeze(1)
-                    if rows.numel() == 0:
-                        continue
-                    rows = rows.to(x.device)
-                    imgs[rows] = _apply_op(imgs[rows], op_name, value, self.interpolation, None)
-            out[members.to(x.device)] = imgs
-        return out

@@ -6,8 +6,8 @@ flip a fraction of the remaining training labels (label noise) -> wrap each spli
 """
 
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -16,16 +16,20 @@ import torch
 
 from data.augment import AUGMENTS, AugmentSpec, make_spec
 from data.cifar import CIFAR_SPECS, load_cifar
+from data.class_subset import check_classes, select_classes
 from data.digits import digits_stats, load_digits_split
+from data.finegrained import FINEGRAINED_DATASETS, load_finegrained
 from data.fingerprint import data_fingerprint
 from data.imagenet import (
     IMAGENET_MEAN,
     IMAGENET_SIZE,
     IMAGENET_STD,
+    PREPROCESSINGS,
     imagenet_transform,
     load_imagenet_folders,
 )
 from data.label_noise import flip_labels
+from data.resolution import RepeatedLoader, ResizedLoader, file_transform
 from data.splits import train_val_split
 from data.tensor_loader import TensorLoader
 from data.torch_loader import (
@@ -37,7 +41,7 @@ from data.torch_loader import (
     array_transform,
 )
 
-DATASETS = ("cifar10", "cifar100", "imagenet", "digits")
+DATASETS = ("cifar10", "cifar100", "imagenet", "digits", *FINEGRAINED_DATASETS)
 LOADERS = ("auto", "tensor", "torchvision")
 # Flips change digits (and the official ImageNet recipe has no cutout/AutoAugment here), so fewer choices.
 DATASET_AUGMENTS = {
@@ -45,7 +49,9 @@ DATASET_AUGMENTS = {
     "cifar100": AUGMENTS,
     "digits": ("none", "basic"),
     "imagenet": ("none", "basic"),
+    **{name: ("none", "basic") for name in FINEGRAINED_DATASETS},
 }
+FINETUNE_SIZE = 224  # default resolution of the finetuning datasets (dataset.image_size)
 
 
 class Loader(Protocol):
@@ -88,9 +94,18 @@ class _Raw:
     class_names: tuple[str, ...]
     pad: int  # reflect padding of the "basic" random crop
     hflip: bool
+    file_transform: Callable[[AugmentSpec], Callable] | None = None  # image-file datasets (else ImageNet's)
 
 
-def _load(name: str, root: str | Path, download: bool) -> _Raw:
+def _load(name: str, root: str | Path, download: bool, image_size: int | None = None) -> _Raw:
+    if name in FINEGRAINED_DATASETS:
+        f = load_finegrained(name, root, download)
+        size = image_size or FINETUNE_SIZE
+        return _Raw(
+            f.train_paths, f.train_labels, f.test_paths, f.test_labels, len(f.class_names), 3, size,
+            IMAGENET_MEAN, IMAGENET_STD, f.class_names, 0, True,
+            lambda spec: file_transform(spec, size, IMAGENET_MEAN, IMAGENET_STD),
+        )  # fmt: skip
     if name in CIFAR_SPECS:
         spec = CIFAR_SPECS[name]
         train_x, train_y, names = load_cifar(spec, root, train=True, download=download)
@@ -105,6 +120,9 @@ def _load(name: str, root: str | Path, download: bool) -> _Raw:
         # 1-px reflect crop and no flip: a mirrored 2 or 5 is not a 2 or 5.
         return _Raw(train_x, train_y, test_x, test_y, 10, 1, 8, mean, std, names, 1, False)
     train, val = load_imagenet_folders(root)
+    sized = None  # image_size: the same pipeline at another resolution (EfficientNet-b7: 600)
+    if image_size is not None:
+        sized = lambda spec: file_transform(spec, image_size, IMAGENET_MEAN, IMAGENET_STD)  # noqa: E731
     return _Raw(
         [p for p, _ in train.samples],
         np.asarray(train.targets, dtype=np.int64),
@@ -112,13 +130,65 @@ def _load(name: str, root: str | Path, download: bool) -> _Raw:
         np.asarray(val.targets, dtype=np.int64),
         len(train.classes),
         3,
-        IMAGENET_SIZE,
+        image_size or IMAGENET_SIZE,
         IMAGENET_MEAN,
         IMAGENET_STD,
         tuple(train.classes),
         0,
         True,
+        sized,
     )
+
+
+def _select(raw: _Raw, classes: Sequence[int] | None) -> _Raw:
+    """Only ``classes``, relabelled 0..k-1 in that order (transfer to held-out classes), or all of them."""
+    if classes is None:
+        return raw
+    kept = check_classes(classes, raw.num_classes)
+    train_x, train_y = select_classes(raw.train_images, raw.train_labels, kept)
+    test_x, test_y = select_classes(raw.test_images, raw.test_labels, kept)
+    names = tuple(raw.class_names[c] for c in kept) if raw.class_names else ()
+    return replace(
+        raw,
+        train_images=train_x,
+        train_labels=train_y,
+        test_images=test_x,
+        test_labels=test_y,
+        num_classes=len(kept),
+        class_names=names,
+    )
+
+
+@dataclass(frozen=True)
+class DatasetArrays:
+    """A whole in-memory dataset (digits, CIFAR): uint8 (N, H, W, C) images, int64 labels, normalisation."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...]
+
+
+def load_arrays(
+    name: str, *, root: str | Path, download: bool = False, classes: Sequence[int] | None = None
+) -> DatasetArrays:
+    """The official train / test splits of an in-memory dataset, unaugmented and in file order.
+
+    For analysis (scripts/evaluate.py: probes, corruptions), which needs every image once, in order,
+    before normalisation. Image-file datasets (ImageNet, the finetuning sets) are refused by name.
+    """
+    _check_choice("dataset", name, DATASETS)
+    if name == "imagenet" or name in FINEGRAINED_DATASETS:
+        raise ValueError(f"load_arrays reads in-memory datasets (digits, cifar10, cifar100), not {name!r}")
+    raw = _select(_load(name, root, download), classes)
+    return DatasetArrays(
+        raw.train_images, raw.train_labels, raw.test_images, raw.test_labels, raw.num_classes,
+        tuple(raw.mean), tuple(raw.std), raw.class_names,
+    )  # fmt: skip
 
 
 def _subset(images: np.ndarray | list[str], index: np.ndarray) -> np.ndarray | list[str]:
@@ -154,14 +224,28 @@ def build_data(
     rank: int = 0,
     download: bool = True,
     autoaugment_cutout: bool = False,
+    autoaugment_policy: str = "official",
+    preprocessing: str = "official",
+    classes: Sequence[int] | None = None,
+    image_size: int | None = None,
+    train_repeats: int = 1,
 ) -> DataBundle:
     """Build the loaders of ``name`` (see data/__init__.py for the protocol and the choices)."""
     _check_choice("dataset", name, DATASETS)
     _check_choice(f"augment (for {name})", augment, DATASET_AUGMENTS[name])
     _check_choice("loader", loader, LOADERS)
-    if name == "imagenet" and loader == "tensor":
+    _check_choice("dataset.preprocessing", preprocessing, PREPROCESSINGS)
+    if (name == "imagenet" or name in FINEGRAINED_DATASETS) and loader == "tensor":
         raise ValueError(
-            "loader='tensor' keeps the whole dataset in memory; for imagenet use 'auto' or 'torchvision'"
+            f"loader='tensor' keeps the whole dataset in memory; for {name} use 'auto' or 'torchvision'"
+        )
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
+    ):
+        raise ValueError(f"image_size={image_size!r} must be a positive integer or null (native)")
+    if image_size is not None and name == "imagenet":
+        raise ValueError(
+            "image_size is not supported for imagenet (its pipeline is the 224 one); leave it null"
         )
     if not 0.0 <= label_noise < 1.0:
         raise ValueError(f"label_noise={label_noise} must be in [0, 1)")
@@ -183,19 +267,31 @@ def build_data(
     if num_workers < 0:
         raise ValueError(f"num_workers={num_workers} must be >= 0")
 
-    raw = _load(name, root, download)
+    raw = _select(_load(name, root, download, image_size), classes)
     train_idx, val_idx = train_val_split(len(raw.train_labels), val_fraction, seed)
     clean = raw.train_labels[train_idx]
     noisy = flip_labels(clean, label_noise, raw.num_classes, seed)
     if batch_size > len(noisy):
         raise ValueError(f"batch_size={batch_size} is larger than the {len(noisy)} training examples")
     spec = make_spec(
-        augment, pad=raw.pad, hflip=raw.hflip, cutout_size=cutout_size, autoaugment_cutout=autoaugment_cutout
+        augment,
+        pad=raw.pad,
+        hflip=raw.hflip,
+        cutout_size=cutout_size,
+        autoaugment_cutout=autoaugment_cutout,
+        autoaugment_policy=autoaugment_policy,
+        autoaugment_dataset=name,
     )
     dev = torch.device(device)
-    use_tensor = loader == "tensor" or (loader == "auto" and name != "imagenet")
+    use_tensor = isinstance(raw.train_images, np.ndarray) and loader in ("tensor", "auto")
+    arrays = isinstance(raw.train_images, np.ndarray)  # image files get image_size in their transform
+    resize = image_size if arrays and image_size not in (None, raw.image_size) else None
 
     def make(images: np.ndarray | list[str], labels: np.ndarray, train: bool, bs: int) -> Loader:
+        made = _make(images, labels, train, bs)
+        return ResizedLoader(made, resize) if resize else made
+
+    def _make(images: np.ndarray | list[str], labels: np.ndarray, train: bool, bs: int) -> Loader:
         shard = {"world_size": world_size, "rank": rank}
         if use_tensor:
             return TensorLoader(
@@ -216,7 +312,11 @@ def build_data(
                 array_transform(this_spec, raw.mean, raw.std, raw.image_size),
             )
         else:
-            source, transform = FileImages(images), imagenet_transform(this_spec)
+            source = FileImages(images)
+            if raw.file_transform is not None:  # a dataset with its own file pipeline (fine-grained sets)
+                transform = raw.file_transform(this_spec)
+            else:
+                transform = imagenet_transform(this_spec, preprocessing)
         dataset = SeededTransformDataset(source, labels, transform)
         sampler = PlanBatchSampler(len(labels), bs, train=train, seed=seed, **shard)
         return TorchLoader(dataset, sampler, device=dev, num_workers=_workers(num_workers))
@@ -224,13 +324,14 @@ def build_data(
     val = None
     if len(val_idx):
         val = make(_subset(raw.train_images, val_idx), raw.train_labels[val_idx], False, eval_batch_size)
+    train = make(_subset(raw.train_images, train_idx), noisy, True, batch_size)
     return DataBundle(
-        train=make(_subset(raw.train_images, train_idx), noisy, True, batch_size),
+        train=RepeatedLoader(train, train_repeats) if train_repeats != 1 else train,
         test=make(raw.test_images, raw.test_labels, False, eval_batch_size),
         val=val,
         num_classes=raw.num_classes,
         in_chans=raw.in_chans,
-        image_size=raw.image_size,
+        image_size=resize or raw.image_size,
         num_train=len(noisy),
         label_noise_realised=float(np.mean(noisy != clean)),
         mean=tuple(raw.mean),

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from torchvision import datasets
 
+from data.cifar_files import find_bad_cifar_file
 from data.errors import DatasetNotFoundError
 
 
@@ -108,7 +109,13 @@ def open_cifar(spec: CifarSpec, root: str | Path, *, train: bool, download: bool
     if missing:
         why = "files are missing after the download" if download else "files are missing and download=False"
         raise DatasetNotFoundError(_not_found_message(directory, spec, missing, why))
-    return _files_present(spec.dataset_class)(str(root), train=train, download=False)
+    try:
+        return _files_present(spec.dataset_class)(str(root), train=train, download=False)
+    except Exception as err:  # torchvision names no file: find the bad one, say what is wrong with it
+        bad = find_bad_cifar_file(directory, spec.files, spec.dataset_class.meta["filename"])
+        if bad is None:
+            raise
+        raise ValueError(f"{spec.name}: {bad}; re-download or re-extract the official files") from err
 
 
 def load_cifar(

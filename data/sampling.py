@@ -35,6 +35,8 @@ class EpochDraws:
     aa_probs: torch.Tensor  # (N, 2) float32 in [0, 1), compared with each op's probability
     aa_signs: torch.Tensor  # (N, 2) int64 in {0, 1}, 0 negates a signed magnitude (as torchvision)
     sample_seed: torch.Tensor  # (N,) int64, seeds the per-image transforms of the torchvision path
+    aa_cutout_y: torch.Tensor  # (N,) int64 in [0, H), centre row of the official policy's Cutout op
+    aa_cutout_x: torch.Tensor  # (N,) int64 in [0, W)
 
 
 def draw_epoch(
@@ -55,8 +57,21 @@ def draw_epoch(
     aa_probs = torch.rand((n, 2), generator=gen)
     aa_signs = torch.randint(0, 2, (n, 2), generator=gen)
     sample_seed = torch.randint(0, 2**62, (n,), generator=gen)
+    aa_cutout_y = torch.randint(0, h, (n,), generator=gen)
+    aa_cutout_x = torch.randint(0, w, (n,), generator=gen)
     return EpochDraws(
-        perm, crop_y, crop_x, flip, cutout_y, cutout_x, aa_policy, aa_probs, aa_signs, sample_seed
+        perm,
+        crop_y,
+        crop_x,
+        flip,
+        cutout_y,
+        cutout_x,
+        aa_policy,
+        aa_probs,
+        aa_signs,
+        sample_seed,
+        aa_cutout_y,
+        aa_cutout_x,
     )
 
 

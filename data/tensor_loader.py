@@ -4,7 +4,7 @@ In the style of airbench: no worker processes and no per-image Python. The image
 pixel's channels packed in one int32, and each batch is one gather of them (reflect padding, crop and
 flip folded into the gather's indices), one normalisation and, for cutout, one mask built by
 broadcasting comparisons. AutoAugment, when asked for, is applied per batch by ``BatchedAutoAugment``
-(groups of images sharing a torchvision op; see data.augment).
+(groups of images sharing an op call; see data.autoaugment).
 
 Order and augmentation come from ``data.sampling``: a pure function of (seed, epoch), independent of
 world_size and of the device (the draws are made on the CPU and copied over once per epoch). On a
@@ -17,13 +17,13 @@ import torch
 
 from data.augment import (
     AugmentSpec,
-    BatchedAutoAugment,
     crop_flip,
     cutout_keep_mask,
     normalise,
     pack_pixels,
     unpack_pixels,
 )
+from data.autoaugment import BatchedAutoAugment
 from data.sampling import check_start_batch, draw_epoch, eval_batch_bounds, train_batch_bounds
 
 
@@ -66,7 +66,9 @@ class TensorLoader:
         self.global_batch_size = batch_size
         self.num_examples = images.shape[0]
         self.image_hw = (images.shape[1], images.shape[2])
-        self._autoaugment = BatchedAutoAugment(self.image_hw)
+        self._autoaugment = BatchedAutoAugment(
+            self.image_hw, self.spec.autoaugment_policy, self.spec.autoaugment_dataset
+        )
         plan = train_batch_bounds if train else eval_batch_bounds
         self._bounds = plan(self.num_examples, batch_size, world_size, rank)
         self.epoch = 0
@@ -108,7 +110,8 @@ class TensorLoader:
                 # AutoAugment first, on the un-padded images (B, C, H, W) uint8, then crop from its output.
                 batch = unpack_pixels(src[index], c).permute(0, 3, 1, 2)
                 params = draws.aa_policy[lo:hi], draws.aa_probs[lo:hi], draws.aa_signs[lo:hi]
-                src = pack_pixels(self._autoaugment(batch, *params).permute(0, 2, 3, 1))
+                centres = draws.aa_cutout_y[lo:hi], draws.aa_cutout_x[lo:hi]
+                src = pack_pixels(self._autoaugment(batch, *params, *centres).permute(0, 2, 3, 1))
                 index = torch.arange(hi - lo, device=self.device)
             if spec.crop_pad > 0 or spec.hflip:
                 x = crop_flip(src, index, crop_y[lo:hi], crop_x[lo:hi], flip[lo:hi], spec.crop_pad)

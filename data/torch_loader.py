@@ -24,9 +24,8 @@ from torchvision import transforms as T
 from torchvision.datasets.folder import default_loader
 
 from data.augment import AugmentSpec, Cutout
+from data.autoaugment import AutoAugmentImage
 from data.sampling import check_start_batch, draw_epoch, eval_batch_bounds, train_batch_bounds
-
-NUM_AA_POLICIES = len(T.AutoAugment(T.AutoAugmentPolicy.CIFAR10).policies)
 
 
 class ArrayImages:
@@ -155,8 +154,17 @@ class TorchLoader:
 def array_transform(spec: AugmentSpec, mean: Sequence[float], std: Sequence[float], size: int) -> T.Compose:
     """PIL-path transforms for CIFAR/digits arrays, in the tensor path's order (see data.augment)."""
     steps: list = []
-    if spec.autoaugment:
-        steps.append(T.AutoAugment(T.AutoAugmentPolicy.CIFAR10))
+    if spec.autoaugment and spec.autoaugment_policy == "torchvision":
+        which = (
+            T.AutoAugmentPolicy.SVHN if spec.autoaugment_dataset == "svhn" else T.AutoAugmentPolicy.CIFAR10
+        )
+        steps.append(T.AutoAugment(which))  # on PIL images: torchvision's own ops
+    elif spec.autoaugment:
+        steps += [
+            T.PILToTensor(),
+            AutoAugmentImage((size, size), "official", spec.autoaugment_dataset),
+            T.ToPILImage(),
+        ]
     if spec.crop_pad > 0:
         steps.append(T.RandomCrop(size, padding=spec.crop_pad, padding_mode="reflect"))
     if spec.hflip:

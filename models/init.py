@@ -7,7 +7,7 @@
   official ``dense_layer_init_fn`` (taken from the AutoAugment code; the official docstring notes that
   the default initialisation costs about 0.5% error on CIFAR-100).
 
-The ImageNet ResNets keep timm's initialisation (see ``imagenet_resnet.py``).
+The ImageNet ResNets follow the official Flax ResNet's own defaults instead (see ``imagenet_resnet.py``).
 
 Parameters on the ``meta`` device are skipped: they hold no values, and ``nn.init`` on meta tensors
 imports torch's compiler stack (seconds). A model built on meta and materialised with ``to_empty()``

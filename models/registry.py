@@ -17,6 +17,7 @@ from models.imagenet_resnet import resnet50, resnet101, resnet152
 from models.pyramidnet import pyramidnet, pyramidnet272, pyramidnet272_shakedrop
 from models.resnet_cifar import resnet32, resnet_cifar
 from models.shake_shake import shake_shake, shake_shake_26_2x96d
+from models.timm_models import efficientnet_b7, timm_model
 from models.wide_resnet import wide_resnet, wrn16_8, wrn28_10
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -35,6 +36,9 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet50": resnet50,
     "resnet101": resnet101,
     "resnet152": resnet152,
+    # Finetuning (timm; weights from model.pretrained, see models/pretrained.py).
+    "efficientnet_b7": efficientnet_b7,
+    "timm_model": timm_model,
 }
 
 
@@ -55,6 +59,26 @@ def _get(name: str) -> Callable[..., nn.Module]:
     return _MODELS[name]
 
 
+# model.* keys that are not architecture (models/pretrained.py): a model config passed as **kwargs carries
+# them; their "off" values are dropped here, an active one must go through prepare_for_finetuning.
+_FINETUNE_DEFAULTS = {
+    "pretrained": None,
+    "pretrained_file": None,
+    "reset_head": "auto",
+    "freeze_bn_stats": False,
+}
+
+
+def _drop_inert_finetune_options(kw: dict) -> dict:
+    active = sorted(k for k in kw if k in _FINETUNE_DEFAULTS and kw[k] != _FINETUNE_DEFAULTS[k])
+    if active:
+        raise ValueError(
+            f"create_model builds the architecture only; {active} are finetuning options: split them off with "
+            "models.pretrained.split_finetune_options and apply them with prepare_for_finetuning"
+        )
+    return {k: v for k, v in kw.items() if k not in _FINETUNE_DEFAULTS}
+
+
 def create_model(name: str, num_classes: int, in_chans: int = 3, **kw) -> nn.Module:
     """Build model ``name`` with a ``num_classes``-way head for ``in_chans``-channel images.
 
@@ -62,6 +86,7 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, **kw) -> nn.Mod
     count them or to check a config) and the models accept ``channels_last`` inputs.
     """
     fn = _get(name)
+    kw = _drop_inert_finetune_options(kw)
     unknown = sorted(set(kw) - set(model_kwargs(name)))
     if unknown:
         accepted = ", ".join(model_kwargs(name)) or "none"

@@ -18,6 +18,7 @@ from sam.steps import (
     sgd_step,
     sgd_step_chunked,
 )
+from sam.version import __version__ as __version__
 from sam.weight_decay import decoupled_param_groups
 
 __all__ = [
@@ -36,4 +37,3 @@ __all__ = [
     "sgd_step_chunked",
     "true_gradient",
 ]
-__version__ = "0.1.0"

@@ -27,11 +27,16 @@ def _stat_buffers(model: nn.Module) -> tuple[list[Tensor], list[Tensor]]:
     return stats, counters
 
 
+def bn_stat_buffers(model: nn.Module) -> list[Tensor]:
+    """Every running-statistics buffer (means, variances, counters) that a train-mode forward moves."""
+    stats, counters = _stat_buffers(model)
+    return stats + counters
+
+
 @contextmanager
 def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
     """On exit (normal or exception) every BN buffer is bit-exactly what it was on entry."""
-    stats, counters = _stat_buffers(model)
-    buffers = stats + counters
+    buffers = bn_stat_buffers(model)
     saved = [b.clone() for b in buffers]
     try:
         yield

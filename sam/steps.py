@@ -81,6 +81,9 @@ def select_step(optimizer: torch.optim.Optimizer, m: int | None, per_device_batc
             f"m={m} must divide the per-device batch {per_device_batch} "
             f"(valid: a divisor of {per_device_batch}, or null for m = the per-device batch)"
         )
+    make_step = getattr(optimizer, "make_step", None)
+    if make_step is not None:  # a SAM variant (sam.variants) brings its own step
+        return make_step(m, per_device_batch)
     whole_batch = m is None or m == per_device_batch
     if not isinstance(optimizer, SAM):
         return sgd_step if whole_batch else _with_m(sgd_step_chunked, m)

@@ -4,16 +4,23 @@ Usage:
     python scripts/bench_sam.py [--model resnet18|wrn16_8] [--device auto|cpu|cuda] [--batch-size 256]
         [--m 32] [--rounds 5] [--warmup 1] [--threads N] [--precision auto|fp32|bf16|fp16]
         [--channels-last] [--variants sgd,sam,asam,chunked] [--no-memory] [--quick]
-        [--seed 0]
+        [--efficient] [--seed 0]
 
     python scripts/bench_sam.py --quick --threads 1   # batch 64, m 16: ~2 min on 2 cores
     python scripts/bench_sam.py                       # issue 2's setting: batch 256, m 32
+    python scripts/bench_sam.py --efficient --quick --threads 1   # the efficient SAM family (issue 15)
+
+--efficient times SGD, SAM and every variant of ``sam.variants`` (paper defaults, rho 0.05, one e(w) per
+batch) over 10 rounds, their schedules restarted after the warmup so that the rounds hold two LookSAM
+cycles, RST's coins, SAM-late's last quarter; their per-step cost varies by design, so it is reported as
+the mean over the rounds (x SGD's mean), with the number of two-pass steps among them.
 
 What runs: our real step functions, picked by ``sam.select_step`` exactly as the trainer picks them
 (``sgd_step`` for torch.optim.SGD, ``sam_step`` for SAM/ASAM, ``sam_step_chunked`` for m < batch), with
 ``StepOptions(nn.CrossEntropyLoss(), l2_weight_decay=5e-4, grad_clip=5.0)`` and SGD, Nesterov 0.9
 (lr 0.05; SAM rho 0.05; ASAM rho 0.5, eta 0.01 as the ASAM paper's CIFAR runs). The model is torchvision's
-``resnet18(num_classes=10)`` or ``models.create_model("wrn16_8", 10)``; the data are fixed random
+``resnet18(num_classes=10)`` or ``models.create_model("wrn16_8", 10)`` (or ``wrn_tiny_digits``: the
+digits study's WRN-10-2 on 1x8x8 inputs); the data are fixed random
 normal 3x32x32 images with random labels (timing does not depend on the values).
 
 Timing: every variant has its own copy of the same initial model. The variants run interleaved in one
@@ -57,9 +64,18 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, scripts/
 
 from sam import SAM, StepOptions, StepResult, resolve_precision, select_step
+from sam.variants import VARIANTS as EFFICIENT_VARIANTS
+from sam.variants import build_variant
 
-MODELS = ("resnet18", "wrn16_8")
-VARIANTS = ("sgd", "sam", "asam", "chunked")
+MODELS = ("resnet18", "wrn16_8", "wrn_tiny_digits")
+# Input (C, H, W) per model: CIFAR-shaped, except the digits study's WRN-10-2 on 8x8 grey digits.
+INPUT_SHAPE = {"wrn_tiny_digits": (1, 8, 8)}
+VARIANTS = ("sgd", "sam", "asam", "chunked", *EFFICIENT_VARIANTS)
+# --efficient: the SAM family of issue 15 beside SGD and SAM, each with its paper's defaults (configs/optimizer/)
+# and the rho of SAM; MESA's trajectory loss on from the first step (its cost is the teacher forward).
+EFFICIENT = ("sgd", "sam", *EFFICIENT_VARIANTS)
+EFFICIENT_OPTIONS = {"mesa": {"start_epoch": 0}}
+EFFICIENT_ROUNDS = 10  # two LookSAM cycles (k = 5); per-step cost is the mean over them
 NUM_CLASSES = 10
 LR, MOMENTUM = 0.05, 0.9
 SAM_RHO = 0.05
@@ -89,8 +105,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {VARIANTS}")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--quick", action="store_true", help=f"smaller defaults: {QUICK}")
+    p.add_argument(
+        "--efficient",
+        action="store_true",
+        help=f"time the efficient SAM family: --variants {','.join(EFFICIENT)}, {EFFICIENT_ROUNDS} rounds",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.efficient:
+        args.variants = ",".join(EFFICIENT)
+        if args.rounds is None:
+            args.rounds = EFFICIENT_ROUNDS
 
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
@@ -139,6 +164,8 @@ def build_model(name: str, seed: int) -> nn.Module:
             f"--model {name} needs the repo's models/ package (models.create_model), which failed to "
             f"import: {err}. Run from the repo root once models/ exists, or use --model resnet18."
         ) from err
+    if name == "wrn_tiny_digits":  # configs/model/wrn_tiny.yaml on digits (results/digits/)
+        return create_model("wide_resnet", NUM_CLASSES, in_chans=1, depth=10, widen_factor=2, drop_rate=0.0)
     return create_model(name, NUM_CLASSES)
 
 
@@ -148,7 +175,8 @@ def make_batches(
     g = torch.Generator().manual_seed(args.seed + 1)
     batches = []
     for _ in range(count):
-        x = torch.randn(args.batch_size, 3, 32, 32, generator=g)  # (B, C, H, W), already "normalised"
+        shape = INPUT_SHAPE.get(args.model, (3, 32, 32))
+        x = torch.randn(args.batch_size, *shape, generator=g)  # (B, C, H, W), already "normalised"
         y = torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=g)
         x = x.to(device)
         if args.channels_last:
@@ -191,11 +219,23 @@ def make_variant(
     sgd = dict(lr=LR, momentum=MOMENTUM, nesterov=True)
     if name == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), **sgd)
+    elif name in EFFICIENT_VARIANTS:  # schedules span the timed rounds (reset after warmup)
+        opt = build_variant(
+            name,
+            model.parameters(),
+            model=model,
+            rho=SAM_RHO,
+            options=EFFICIENT_OPTIONS.get(name),
+            total_steps=args.rounds,
+            steps_per_epoch=1,
+            seed=args.seed,
+            **sgd,
+        )
     elif name == "asam":
         opt = SAM(model.parameters(), torch.optim.SGD, rho=ASAM_RHO, adaptive=True, eta=ASAM_ETA, **sgd)
     else:
         opt = SAM(model.parameters(), torch.optim.SGD, rho=SAM_RHO, **sgd)
-    m = args.m if name == "chunked" else None
+    m = args.m if name == "chunked" else None  # the efficient variants: one e(w) per batch
     step = select_step(opt, m, args.batch_size)
     label = f"chunked m={args.m}" if name == "chunked" else name
     variant = Variant(name, label, model, opt, lambda x, y: step(model, opt, x, y, opts))
@@ -207,6 +247,14 @@ def time_interleaved(variants: list[Variant], batches: list[tuple[Tensor, Tensor
     """One step per variant per round, starting variant rotating; warmup rounds discarded."""
     total = args.warmup + args.rounds
     for r in range(total):
+        if (
+            r == args.warmup
+        ):  # variant schedules (LookSAM's k, SAM-late's tail, ...) start with the timed rounds
+            for v in variants:
+                if hasattr(v.optimizer, "steps_taken"):
+                    v.optimizer.steps_taken = 0
+                if hasattr(v.optimizer, "sam_steps"):
+                    v.optimizer.sam_steps = 0
         order = variants[r % len(variants) :] + variants[: r % len(variants)]
         x, y = batches[r % len(batches)]
         for v in order:
@@ -368,6 +416,23 @@ def report(variants: list[Variant], peaks: dict[str, int] | None, pbytes: int, a
     )
 
 
+def report_efficient(variants: list[Variant]) -> None:
+    """Per-step cost of the efficient family: the mean over the timed rounds (their cost varies by step)."""
+    mean = {v.name: statistics.fmean(v.times) for v in variants}
+    sgd = mean.get("sgd")
+    print(
+        f"\n{'variant':<16}{'mean ms/step':>14}{'x SGD':>8}{'SAM steps':>11}  (efficient family, mean over rounds)"
+    )
+    for v in variants:
+        share = ""
+        if hasattr(v.optimizer, "sam_steps"):
+            share = f"{v.optimizer.sam_steps}/{len(v.times)}"
+        elif v.name == "looksam":
+            share = f"{-(-len(v.times) // v.optimizer.k)}/{len(v.times)}"
+        ratio = f"{mean[v.name] / sgd:.2f}" if sgd else "-"
+        print(f"{v.label:<16}{mean[v.name] * 1e3:>14.1f}{ratio:>8}{share:>11}")
+
+
 def kernel_floor(
     model: nn.Module, batch: tuple[Tensor, Tensor], m: int, device: torch.device, rounds: int
 ) -> float:
@@ -428,6 +493,8 @@ def main(argv: list[str] | None = None) -> None:
         print("\npeak memory per variant (fresh model and optimizer, two steps each)", flush=True)
         peaks = (cuda_peaks if device.type == "cuda" else cpu_peaks)(args, args.variants, device)
     report(variants, peaks, pbytes, args)
+    if any(v.name in EFFICIENT_VARIANTS for v in variants):
+        report_efficient(variants)
     if "chunked" in args.variants:
         floor = kernel_floor(base_model, batches[0], args.m, device, args.rounds)
         print(

@@ -1,4 +1,4 @@
-"""Compare our runs with the paper's Tables 1, 2, 4 and 5.
+"""Compare our runs with the paper's Tables 1, 2, 3 (finetuning), 4, 5 and 10 (finetuning at rho = 0.05).
 
 Usage:
     python scripts/compare.py RUNS_DIR [--out FILE] [--csv] [--tables table1 table2 ...]
@@ -11,12 +11,14 @@ optimizer/label_noise with the paper's rho beside it (rho itself is not matched,
 against the paper's tuned value), and the difference ours - paper. Cells the paper has but we have not
 run are listed in a separate section, as are runs that failed (a NaN/inf test error: never averaged) and
 job directories without a results.json. Unreadable results.json files are reported on stderr and skipped.
+Runs with an evaluation.json (scripts/evaluate.py) add a "beyond test error" table: ECE, NLL, feature
+rank, linear-probe and corruption error per cell, mean ± 95% CI over seeds.
 
     --csv          print CSV instead of Markdown (one row per cell; status matched|no_paper_cell|missing,
                    and one row per run that failed (failed_run: NaN/inf test error) or has no results.json
                    (missing_run))
     --out FILE     also write the output (Markdown, or CSV with --csv) to FILE
-    --tables ...   which paper tables to compare with (default: all four)
+    --tables ...   which paper tables to compare with (default: all)
 """
 
 from __future__ import annotations
@@ -29,7 +31,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, scripts/
 
-from scripts.paper_tables import TABLE_FILES, cell_matches, comparable_cells, load_paper_cells
+from scripts.evaluation_table import evaluation_markdown
+from scripts.paper_tables import (
+    TABLE_FILES,
+    cell_matches,
+    comparable_cells,
+    load_paper_cells,
+    most_specific,
+)
 from scripts.run_results import CELL_KEYS, find_unfinished_runs, group_runs, load_runs, mean_ci95
 
 CSV_COLUMNS = (
@@ -62,7 +71,7 @@ def summarise_cell(key: tuple, runs: list[dict], paper_cells: list[dict]) -> dic
     row["test_error_mean"], row["test_error_ci95"] = mean_ci95(r["test_error"] for r in runs)
     top5 = [r["test_error_top5"] for r in runs if r["test_error_top5"] is not None]
     row["test_error_top5_mean"], row["test_error_top5_ci95"] = mean_ci95(top5) if top5 else (None, None)
-    matches = [c for c in paper_cells if cell_matches(c, **row)]
+    matches = most_specific([c for c in paper_cells if cell_matches(c, **row)])
     if len(matches) > 1:
         raise ValueError(f"{len(matches)} paper cells match {row}: {matches}")
     paper = matches[0] if matches else None
@@ -270,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         text = to_markdown(rows, missing, args.runs_dir, len(runs))
         text += "\n".join(["", *failed_markdown(failures)]) if failures else ""
         text += "\n".join(["", *unfinished_markdown(unfinished)]) if unfinished else ""
+        extra = evaluation_markdown(runs)  # runs with an evaluation.json (scripts/evaluate.py)
+        text += "\n" + extra if extra else ""
     if args.csv and not runs:
         print(f"no usable results.json under {args.runs_dir}", file=sys.stderr)
     sys.stdout.write(text)

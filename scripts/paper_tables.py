@@ -23,6 +23,8 @@ TABLE_FILES = {
     "table2": "table2_imagenet.yaml",
     "table4": "table4_label_noise.yaml",
     "table5": "table5_svhn_fashion_mnist.yaml",
+    "table3": "table3_finetuning.yaml",
+    "table10": "table10_finetuning_rho.yaml",
 }
 REQUIRED_KEYS = (
     "model",
@@ -40,7 +42,7 @@ MATCH_KEYS = ("model", "dataset", "augment", "epochs", "optimizer", "label_noise
 
 
 def load_paper_cells(tables: Iterable[str] | None = None, paper_dir: Path = PAPER_DIR) -> list[dict]:
-    """All cells of the given tables (default: all four), in file order, each tagged with its table."""
+    """All cells of the given tables (default: all), in file order, each tagged with its table."""
     names = list(TABLE_FILES) if tables is None else list(tables)
     cells = []
     for name in names:
@@ -61,7 +63,14 @@ def comparable_cells(cells: Iterable[dict]) -> list[dict]:
 
 
 def cell_matches(cell: dict, **run_fields) -> bool:
-    """True when the run agrees with the cell on MATCH_KEYS; a None in the cell (not stated) matches all."""
+    """True when the run agrees with the cell on MATCH_KEYS; a None in the cell (not stated) matches all.
+
+    A cell with ``match_rho`` (Table 10: SAM at rho = 0.05) matches only runs with that rho.
+    """
+    if cell.get("match_rho") is not None:
+        have = run_fields.get("rho")
+        if have is None or abs(float(have) - float(cell["match_rho"])) > 1e-9:
+            return False
     for key in MATCH_KEYS:
         want = cell[key]
         if want is None:
@@ -75,9 +84,15 @@ def cell_matches(cell: dict, **run_fields) -> bool:
     return True
 
 
+def most_specific(matches: list[dict]) -> list[dict]:
+    """Of several matching cells, the one that pins rho (Table 10 over Table 3's optimal-rho column)."""
+    pinned = [c for c in matches if c.get("match_rho") is not None]
+    return pinned if len(matches) > 1 and len(pinned) == 1 else matches
+
+
 def find_paper_cell(cells: Iterable[dict], **run_fields) -> dict | None:
     """The comparable cell matching the run's model/dataset/augment/epochs/optimizer/label_noise, or None."""
-    found = [c for c in comparable_cells(cells) if cell_matches(c, **run_fields)]
+    found = most_specific([c for c in comparable_cells(cells) if cell_matches(c, **run_fields)])
     if len(found) > 1:
         raise ValueError(f"{len(found)} paper cells match {run_fields}: {found}")
     return found[0] if found else None

@@ -3,7 +3,8 @@
 A run directory is what train.py writes (see DESIGN.md / the team contract). A *cell* is one experimental
 condition: (model, dataset, augment, epochs, optimizer, rho, m, label_noise); its runs differ only in seed.
 A SAM run with rho == 0 is the SGD baseline (every other line of train.py is shared), so it joins the
-optimizer="sgd" cell, whose rho is 0 and m None.
+optimizer="sgd" cell, whose rho is 0. m is the effective m of every optimizer (examples per BatchNorm batch
+and per e(w)): SGD baselines run in chunks of m too, so SGD runs with different m are different cells.
 
 Bad files never stop a script: they are reported through `warn` (stderr by default) and skipped.
 
@@ -44,6 +45,15 @@ def effective_optimizer(optimizer: str, rho: float) -> str:
     return "sgd" if optimizer == "sgd" or rho == 0.0 else optimizer
 
 
+def _effective_m_of_config(cfg, world_size) -> int | None:
+    """m, or the per-device batch when m is null (what train.py runs), from a run's resolved config."""
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("batch_size"), int):
+        return None
+    return cfg.get("m") or cfg["batch_size"] // (
+        world_size if isinstance(world_size, int) and world_size > 0 else 1
+    )
+
+
 class FailedRun(ValueError):
     """A results.json whose run failed (a NaN/inf test error, or a status other than finished).
 
@@ -75,6 +85,8 @@ def load_run(path: Path) -> dict:
         raise ValueError(f"{path}: test_error is null")
     optimizer = effective_optimizer(str(raw["optimizer"]).lower(), rho)
     m = raw.get("m")
+    if m is None:  # results.json before the fix recorded null for SGD runs: the config says what ran
+        m = _effective_m_of_config(raw.get("config"), raw.get("world_size", 1))
     run = {
         "model": str(raw["model"]),
         "dataset": str(raw["dataset"]),
@@ -82,7 +94,7 @@ def load_run(path: Path) -> dict:
         "epochs": int(_number(raw["epochs"], "epochs", path)),
         "optimizer": optimizer,
         "rho": 0.0 if optimizer == "sgd" else rho,
-        "m": None if optimizer == "sgd" or m is None else int(_number(m, "m", path)),
+        "m": None if m is None else int(_number(m, "m", path)),
         "label_noise": _number(raw.get("label_noise", 0.0) or 0.0, "label_noise", path),
         "seed": raw["seed"],
         "test_error": None if raw["test_error"] is None else _number(raw["test_error"], "test_error", path),
@@ -148,7 +160,7 @@ def find_unfinished_runs(root: Path, warn: Warn = warn_stderr) -> list[dict]:
                     "epochs": cfg["epochs"],
                     "optimizer": optimizer,
                     "rho": 0.0 if optimizer == "sgd" else rho,
-                    "m": None if optimizer == "sgd" else cfg.get("m"),
+                    "m": cfg.get("m") or cfg.get("batch_size"),  # null: the batch of one process
                     "label_noise": cfg.get("label_noise", 0.0),
                     "seed": cfg.get("seed"),
                     "run_dir": run_dir,

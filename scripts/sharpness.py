@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, scripts/
 
+from models.pretrained import split_finetune_options
 from sam.sharpness import hessian_eigenvalues, m_sharpness
 
 STOPPING_RULE = (
@@ -133,7 +134,10 @@ def load_checkpoint_and_data(
         seed=cfg["seed"],
         device=device,
     )
-    model_kwargs = {k: v for k, v in cfg["model"].items() if k not in ("name", "num_classes", "in_chans")}
+    # the final weights are loaded below, so finetuning options (model.pretrained, ...) are not re-applied
+    model_kwargs, _ = split_finetune_options(
+        {k: v for k, v in cfg["model"].items() if k not in ("num_classes", "in_chans")}
+    )
     model = models.create_model(
         cfg["model"]["name"], bundle.num_classes, in_chans=bundle.in_chans, **model_kwargs
     )

@@ -8,6 +8,9 @@
 ``returncode`` and ``output`` themselves. ``run_many`` runs independent commands side by side, which
 roughly halves the wall time of start-up-bound tests (torch + Hydra import) on two cores.
 
+``compose_train`` / ``train_in_process`` are the same command in this process (Hydra's compose API and
+train.py's ``train``), for tests of what a run computes rather than of the command itself.
+
 ``run_forked`` is for many short commands that fail before training (the bad-input table): a server
 process imports train.py's modules once, then forks one child per command that runs train.py as
 ``__main__`` with that ``sys.argv``: what ``python train.py ARGS`` runs, minus the import time. This saves the ~6 s of
@@ -54,9 +57,12 @@ class Run:
 
 
 def train_command(
-    args: list[str], run_dir: Path | None = None, launcher: list[str] | None = None
+    args: list[str],
+    run_dir: Path | None = None,
+    launcher: list[str] | None = None,
+    script: str = "train.py",
 ) -> list[str]:
-    cmd = [*(launcher or [sys.executable]), "train.py", *args]
+    cmd = [*(launcher or [sys.executable]), script, *args]
     if run_dir is not None:
         cmd.append(f"hydra.run.dir={run_dir}")
     return cmd
@@ -69,15 +75,18 @@ def run_train(
     env: dict[str, str] | None = None,
     timeout: float = 300,
     launcher: list[str] | None = None,
+    fault: str | None = None,
 ) -> Run:
     """``python train.py ARGS [hydra.run.dir=RUN_DIR]`` from the repo root, one thread, W&B offline.
 
-    ``env`` adds variables (e.g. ``SAM_REPRO_FAULT``); an inherited ``SAM_REPRO_FAULT`` is dropped, so
-    only the calls that ask for a fault get one. ``launcher`` replaces ``python`` (e.g. torchrun).
+    ``env`` adds variables. ``fault`` (e.g. ``"step:3:TERM"``) runs ``tests/faults.py`` instead, which is
+    train.py with that fault injected (see there). ``launcher`` replaces ``python`` (e.g. torchrun).
     """
-    cmd = train_command(args, run_dir, launcher)
+    cmd = train_command(args, run_dir, launcher, script="tests/faults.py" if fault else "train.py")
     full_env = {k: v for k, v in os.environ.items() if k != "SAM_REPRO_FAULT"}
     full_env.update({"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})})
+    if fault:
+        full_env["SAM_REPRO_FAULT"] = fault
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
     return Run(cmd, proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
@@ -108,6 +117,29 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 def same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     """Bitwise: same keys, dtypes, shapes and every element equal (NaN never equals)."""
     return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------------------------------- in-process
+def compose_train(overrides: list[str]):
+    """The config ``python train.py OVERRIDES`` runs, composed here (importing train registers the schema)."""
+    from hydra import compose, initialize_config_dir
+
+    import train  # noqa: F401
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def train_in_process(overrides: list[str], run_dir: Path) -> dict[str, Any]:
+    """train.py's ``train`` on the composed config; torch's global RNG and determinism flag are restored."""
+    import train
+
+    deterministic, rng = torch.are_deterministic_algorithms_enabled(), torch.get_rng_state()
+    try:
+        return train.train(compose_train(overrides), Path(run_dir))
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_rng_state(rng)
 
 
 # ---------------------------------------------------------------------------------------- fork server

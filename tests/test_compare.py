@@ -16,6 +16,7 @@ import pytest
 from fake_data import write_fake_run
 
 from scripts.paper_tables import load_paper_cells
+from scripts.run_results import CELL_KEYS, group_runs, load_runs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 T975 = {1: 12.706205, 2: 4.302653}
@@ -85,8 +86,8 @@ def test_paper_tables_have_all_cells_and_the_papers_numbers():
     t5 = load_paper_cells(["table5"])
     c = one_cell(t5, model="shake_shake_26_2x96d", dataset="svhn", augment="autoaugment", optimizer="sgd")
     assert (c["error"], c["error_pm"]) == (1.03, 0.02)
-    with pytest.raises(ValueError, match="table3"):
-        load_paper_cells(["table3"])
+    with pytest.raises(ValueError, match="table6"):
+        load_paper_cells(["table6"])
 
 
 write_run = write_fake_run
@@ -175,8 +176,9 @@ def test_compare_csv_means_cis_paper_numbers_and_missing_cells(runs_dir, tmp_pat
         and r["epochs"] == "200"
         for r in missing
     )
-    # 60 + 18 + 8 (Table 4: SGD and SAM at 4 noise levels) + 16 comparable cells, 3 of them matched.
-    assert len(missing) == 60 + 18 + 8 + 16 - 3
+    # 60 + 18 + 8 (Table 4: SGD and SAM at 4 noise levels) + 16 + 36 (Table 3) + 8 (Table 10) comparable
+    # cells, 3 of them matched.
+    assert len(missing) == 60 + 18 + 8 + 16 + 36 + 8 - 3
 
 
 def test_compare_markdown_table_and_missing_section(runs_dir):
@@ -203,7 +205,7 @@ def test_compare_with_no_runs_says_so(tmp_path):
     proc = run_compare(tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "No runs found" in proc.stdout
-    assert "## Paper cells without runs (102)" in proc.stdout
+    assert "## Paper cells without runs (146)" in proc.stdout
 
 
 def test_summarise_sharpness_gives_mean_and_t_interval_per_cell(tmp_path):
@@ -227,3 +229,51 @@ def test_summarise_sharpness_gives_mean_and_t_interval_per_cell(tmp_path):
     half_width = 4.302653 * 1.0 / math.sqrt(3)  # t_{0.975,2} * s / sqrt(n), s = 1
     assert f"| 5 ± {half_width:.2g} |" in rows[0]
     assert not any(line.startswith("| sgd") for line in out.stdout.splitlines())
+
+
+def test_sgd_runs_are_keyed_by_the_m_they_ran_with(tmp_path):
+    """SGD baselines run in chunks of m (per-m BatchNorm batches), so m = 32 and m = 64 are two cells; a
+    results.json written before m was recorded for SGD (m null) gets the m its config ran with."""
+    sgd = dict(optimizer="sgd", rho=0.0)
+    write_run(tmp_path, "m32_s0", seed=0, m=32, **sgd)
+    write_run(tmp_path, "m32_s1", seed=1, m=32, **sgd)
+    write_run(tmp_path, "m64_s0", seed=0, m=64, **sgd)
+    # old format: m null; 256 over 8 processes with m null is 32 per e(w) and BatchNorm batch
+    write_run(tmp_path, "old_s2", seed=2, m=None, world_size=8, config={"m": None, "batch_size": 256}, **sgd)
+    write_run(tmp_path, "old_s3", seed=3, m=None, config={"m": 64, "batch_size": 256}, **sgd)
+    cells = {
+        key[CELL_KEYS.index("m")]: sorted(r["seed"] for r in runs)
+        for key, runs in group_runs(load_runs(tmp_path)).items()
+    }
+    assert cells == {32: [0, 1, 2], 64: [0, 3]}
+
+
+def test_finetuning_runs_meet_table3_or_table10_by_rho(tmp_path):
+    root = tmp_path / "runs"
+    common = dict(model="efficientnet_b7", dataset="flowers102", augment="none", epochs=10, m=16)
+    write_run(root, "sam005", rho=0.05, test_error=0.9, **common)
+    write_run(root, "sam01", rho=0.1, test_error=0.7, **common)
+    write_run(root, "sgd", rho=0.0, test_error=1.2, **common)
+    proc = run_compare(root, "--csv", "--tables", "table3", "table10")
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    matched = {(r["optimizer"], r["rho"]): r for r in rows if r["status"] == "matched"}
+    # numbers read off the paper: Table 10 (rho = 0.05) 0.81; Table 3 SAM (optimal rho) 0.63 ± 0.02, SGD 1.16 ± 0.05
+    assert (matched[("sam", "0.05")]["paper_table"], float(matched[("sam", "0.05")]["paper_error"])) == (
+        "table10",
+        0.81,
+    )
+    assert (matched[("sam", "0.1")]["paper_table"], float(matched[("sam", "0.1")]["paper_error"])) == (
+        "table3",
+        0.63,
+    )
+    assert (matched[("sgd", "0.0")]["paper_table"], float(matched[("sgd", "0.0")]["paper_error"])) == (
+        "table3",
+        1.16,
+    )
+    t3 = load_paper_cells(["table3"])
+    assert len(t3) == 36 and {c["model"] for c in t3} == {"efficientnet_b7", "efficientnet_l2_475"}
+    c = one_cell(t3, model="efficientnet_b7", dataset="stanford_cars", optimizer="sgd")
+    assert (c["error"], c["error_pm"]) == (5.94, 0.06)
+    c = one_cell(t3, model="efficientnet_b7", dataset="imagenet", optimizer="sam")
+    assert (c["error"], c["rho"], c["epochs"]) == (15.14, 0.05, 10)

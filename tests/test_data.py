@@ -19,7 +19,8 @@ from scipy import stats
 from torchvision.transforms import AutoAugment, AutoAugmentPolicy
 
 from data import DatasetNotFoundError, build_data
-from data.augment import BatchedAutoAugment, crop_flip
+from data.augment import crop_flip
+from data.autoaugment import BatchedAutoAugment
 from data.cifar import CIFAR10, CIFAR100, load_cifar
 from data.label_noise import flip_labels
 from data.splits import train_val_split
@@ -363,7 +364,7 @@ def test_cutout_is_one_clipped_square_with_the_expected_mean_area(white_root, lo
 
 def test_batched_autoaugment_equals_torchvision_autoaugment_image_by_image():
     reference = AutoAugment(AutoAugmentPolicy.CIFAR10)
-    batched = BatchedAutoAugment((32, 32))
+    batched = BatchedAutoAugment((32, 32), "torchvision")
     images = torch.randint(
         0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
     )

@@ -4,7 +4,7 @@ The cell files are short and hand-written: each composes a base file per table (
 its own values, and each SGD file inherits its SAM twin. The expected values are literals transcribed
 here from the paper (Table 6, Sec. 3.1, Sec. 3.3; see shared/paper/README.md) and the cells in
 results/paper/, so a slip in a file fails here. Every file is composed once with Hydra's compose API (the
-same composition `python train.py experiment=NAME` does), passed to `train.validate`, and its model built
+same composition `python train.py experiment=NAME` does), passed to the trainer's `validate`, and its model built
 on the meta device.
 """
 
@@ -22,10 +22,11 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-import train
 from data.augment import make_spec
 from data.build import DATASET_AUGMENTS, DATASETS, LOADERS
 from models import create_model, list_models
+from sam.trainer.config import OPTIMIZERS, validate
+from sam.trainer.schedule import SCHEDULES
 from sam.weight_decay import WEIGHT_DECAY_MODES
 from scripts.paper_tables import find_paper_cell, load_paper_cells
 
@@ -187,6 +188,7 @@ def test_table1_values_are_table6_and_the_papers_setup(cfgs):
         assert cfg.label_noise == 0.0 and cfg.label_smoothing == 0.0, name
         if augment == "cutout":
             assert cfg.dataset.cutout_size == 16, name
+        assert cfg.dataset.autoaugment_policy == "official" and cfg.dataset.autoaugment_cutout is False, name
         official_code_defaults(cfg)
         sam_file = (EXPERIMENTS / f"{name.removesuffix('_sgd').removesuffix('_sam')}_sam.yaml").read_text()
         assert re.search(rf"^  - override /model: {model_config}$", sam_file, re.MULTILINE), name
@@ -237,6 +239,8 @@ def test_table2_values_are_the_papers_imagenet_setup(cfgs):
         assert (cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.label_smoothing) == (4096, 1.0, 1e-4, 0.1), name
         assert cfg.optimizer.name == optimizer and cfg.rho == (0.05 if optimizer == "sam" else 0.0), name
         assert cfg.m == 128 and cfg.augment == "basic" and cfg.label_noise == 0.0, name  # 4096 / 32 cores
+        # The official Flax ResNet and input pipeline (issue 11): init, stem, preprocessing.
+        assert (cfg.model.init, cfg.model.stem, cfg.dataset.preprocessing) == ("official",) * 3, name
         official_code_defaults(cfg)
 
 
@@ -259,8 +263,8 @@ def test_table4_values_are_the_papers_and_our_stated_choices(cfgs):
 @pytest.mark.parametrize("world_size", [1, 2, 4, 8])
 def test_every_experiment_validates_with_valid_choices(cfgs, world_size):
     for name, cfg in cfgs.items():
-        train.validate(cfg, world_size=world_size)  # ValueError on anything a run would reject
-        assert cfg.optimizer.name in train.OPTIMIZERS and cfg.schedule.name in train.SCHEDULES, name
+        validate(cfg, world_size=world_size)  # ValueError on anything a run would reject
+        assert cfg.optimizer.name in OPTIMIZERS and cfg.schedule.name in SCHEDULES, name
         assert cfg.optimizer.weight_decay_mode in WEIGHT_DECAY_MODES, name
         assert cfg.dataset.name in DATASETS and cfg.dataset.loader in LOADERS, name
         assert cfg.augment in DATASET_AUGMENTS[cfg.dataset.name], name
@@ -294,7 +298,7 @@ def test_command_line_overrides_win_over_the_experiment():
         )
     assert (cfg.seed, cfg.rho, cfg.epochs, cfg.lr, cfg.m) == (3, 0.1, 400, 0.1, 32)
     assert (sgd.batch_size, sgd.lr, sgd.m, sgd.optimizer.name) == (1024, 0.25, 128, "sgd")
-    train.validate(sgd, world_size=8)  # 1024 / 8 = 128 = m
+    validate(sgd, world_size=8)  # 1024 / 8 = 128 = m
 
 
 # ---------------------------------------------------------------------------------------------- sweeps

@@ -26,7 +26,7 @@ def test_ctrl_c_checkpoints_exits_130_in_one_line_and_resumes_exactly(tmp_path):
     ref, stopped = run_many(
         [
             {"args": B, "run_dir": ref_dir},
-            {"args": B, "run_dir": run_dir, "env": {"SAM_REPRO_FAULT": "step:3:INT"}},  # a real SIGINT
+            {"args": B, "run_dir": run_dir, "fault": "step:3:INT"},  # tests/faults.py sends a real SIGINT
         ]
     )
     assert ref.returncode == 0, ref.output

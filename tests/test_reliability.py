@@ -15,14 +15,15 @@
   and what is accepted, before any training, writing nothing into another run's directory.
 - Determinism: same seed -> identical numbers and weights; another seed -> different ones.
 
-Kills and signals are injected at exact points with the test-only ``SAM_REPRO_FAULT`` variable
-(``sam.trainer.preemption.FaultInjector``): ``step:N[:SIGNAL|NAN]`` after the N-th step of the process,
-``ckpt_{written,synced,rotated}:N`` inside its N-th checkpoint write; the default signal is SIGKILL.
+Kills and signals are injected at exact points by ``tests/faults.py`` (train.py with a hook on the
+trainer's stages; ``run_train(..., fault=SPEC)``): ``step:N[:SIGNAL|NAN]`` after the N-th step of the
+process, ``ckpt_{written,synced,rotated}:N`` inside its N-th checkpoint write; the default signal is SIGKILL.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import os
@@ -44,14 +45,16 @@ from cli import (
     run_many,
     run_train,
     same_tensors,
+    train_in_process,
 )
 from fake_data import write_fake_cifar
+from faults import FaultInjector
 from torch import nn
 
 from sam import SAM, Precision, StepOptions, sam_step, sgd_step
 from sam.trainer.checkpoint import FORMAT, CheckpointError, CheckpointManager
 from sam.trainer.loop import EpochTotals, NonFiniteLossError, train_one_epoch
-from sam.trainer.preemption import FaultInjector, PreemptionHandler
+from sam.trainer.preemption import PreemptionHandler
 
 # 2 epochs x 4 steps of a 0.08M-parameter WRN on digits. Dropout (global RNG), m=16 (two e(w) chunks per
 # batch) and the basic augmentation (per-epoch draws) are on, so a resume must restore all of them.
@@ -76,10 +79,6 @@ TINY = [
 STEPS_PER_EPOCH = 4
 EVERY_STEP = "trainer.checkpoint_interval_min=1e-6"  # a timed mid-epoch checkpoint after every step
 KILLED = -signal.SIGKILL
-
-
-def fault(spec: str) -> dict[str, str]:
-    return {"SAM_REPRO_FAULT": spec}
 
 
 def ckpt_files(run_dir: Path) -> set[str]:
@@ -133,15 +132,14 @@ def test_same_seed_gives_identical_numbers_and_another_seed_does_not(runs):
 
 
 def test_resuming_with_a_command_that_computes_something_else_is_refused(runs, tmp_path):
+    """In-process (train.py's train on the composed command); the exit code is the bad-input table's."""
     run_dir = tmp_path / "copy"
     shutil.copytree(runs["seed0"], run_dir)
     before = (run_dir / "results.json").read_text()
-    changed = run_train([*TINY, "rho=0.2"], run_dir)
-    assert changed.returncode == 2, changed.output
-    assert "rho: " in changed.stderr and "-> 0.2" in changed.stderr and "different run" in changed.stderr
-    same = run_train([*TINY, "trainer.log_every_n_steps=7"], run_dir)  # operational keys may change
-    assert same.returncode == 0 and "nothing to do" in same.output, same.output
-    assert (run_dir / "results.json").read_text() == before
+    with pytest.raises(CheckpointError, match=r"different run \(rho: 0\.05 -> 0\.2\)"):
+        train_in_process([*TINY, "rho=0.2"], run_dir)
+    same = train_in_process([*TINY, "trainer.log_every_n_steps=7"], run_dir)  # operational keys may change
+    assert same == json.loads(before) and (run_dir / "results.json").read_text() == before
 
 
 # ------------------------------------------------------------------------------------- kill and resume
@@ -152,27 +150,27 @@ def test_sigkill_mid_epoch_and_inside_checkpoint_writes_then_resume_matches_unin
     ckpt = run_dir / "checkpoints"
 
     # 1. Mid-epoch, between two steps: the timed checkpoints of steps 1 and 2 exist, step 3 is lost.
-    run = run_train(args, run_dir, env=fault("step:3"))
+    run = run_train(args, run_dir, fault="step:3")
     assert run.returncode == KILLED, run.output
     last = load_ckpt(ckpt / "last.pt")
     assert (last["epoch"], last["batch"], last["global_step"]) == (0, 2, 2)
 
     # 2. Inside the 2nd write (the end of epoch 1), after torch.save, before fsync: last.pt.tmp is left,
     #    metrics.jsonl already has epoch 0 (it must be dropped on resume, then written again).
-    run = run_train(args, run_dir, env=fault("ckpt_written:2"))
+    run = run_train(args, run_dir, fault="ckpt_written:2")
     assert run.returncode == KILLED, run.output
     assert "resumed from" in run.output and "last.pt.tmp" in ckpt_files(run_dir)
     assert load_ckpt(ckpt / "last.pt")["global_step"] == 3
     assert [r["epoch"] for r in metrics_records(run_dir)] == [0]
 
     # 3. Between the two renames of the 2nd write: last.pt is gone, prev.pt is the newest durable one.
-    run = run_train(args, run_dir, env=fault("ckpt_rotated:2"))
+    run = run_train(args, run_dir, fault="ckpt_rotated:2")
     assert run.returncode == KILLED, run.output
     assert "last.pt" not in ckpt_files(run_dir)
     assert load_ckpt(ckpt / "prev.pt")["global_step"] == STEPS_PER_EPOCH  # the end-of-epoch checkpoint
 
     # 4. After fsync of the 3rd write, before the renames; then last.pt is torn (as a disk that lost it).
-    run = run_train(args, run_dir, env=fault("ckpt_synced:3"))
+    run = run_train(args, run_dir, fault="ckpt_synced:3")
     assert run.returncode == KILLED, run.output
     torn = ckpt / "last.pt"
     torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])
@@ -204,13 +202,13 @@ def test_sigkill_mid_epoch_and_inside_checkpoint_writes_then_resume_matches_unin
 def test_sigterm_and_sigusr1_checkpoint_exit_for_requeue_and_resume_exactly(runs, tmp_path):
     """SLURM's signals, sent to the training process after a known step, twice; then the run completes."""
     run_dir = tmp_path / "run"
-    run = run_train(TINY, run_dir, env=fault("step:3:TERM"))
+    run = run_train(TINY, run_dir, fault="step:3:TERM")
     assert run.returncode == 128 + signal.SIGTERM, run.output
     assert "received SIGTERM" in run.output and "exiting for requeue" in run.output
     state = load_ckpt(run_dir / "checkpoints" / "last.pt")
     assert (state["epoch"], state["batch"], state["global_step"]) == (0, 3, 3)  # the step was finished
 
-    run = run_train(TINY, run_dir, env=fault("step:2:USR1"))  # resumed at step 3: dies after step 5
+    run = run_train(TINY, run_dir, fault="step:2:USR1")  # resumed at step 3: dies after step 5
     assert run.returncode == 128 + signal.SIGUSR1, run.output
     state = load_ckpt(run_dir / "checkpoints" / "last.pt")
     assert (state["epoch"], state["batch"], state["global_step"]) == (1, 1, 5)
@@ -292,7 +290,7 @@ def test_checkpoint_save_interrupted_at_any_stage_leaves_the_previous_one_loadab
     good.save({"step": 1})
     good.save({"step": 2})
     with pytest.raises(Boom):
-        CheckpointManager(tmp_path, fault=fail_at).save({"step": 3})
+        CheckpointManager(tmp_path).save({"step": 3}, on_stage=fail_at)
     again = CheckpointManager(tmp_path)  # a new process
     assert again.load_latest()["step"] == 2
     again.save({"step": 4})
@@ -393,7 +391,7 @@ def test_a_nan_loss_stops_the_run_with_a_message_and_keeps_the_last_good_checkpo
     """Weights turn NaN after step 6 of 3 x 4: steps 7-11 are NaN, the limit of 5 is hit in epoch 3."""
     run_dir = tmp_path / "run"
     args = [*TINY, "epochs=3", "trainer.max_nonfinite_steps=5"]
-    run = run_train(args, run_dir, env=fault("step:6:NAN"))
+    run = run_train(args, run_dir, fault="step:6:NAN")
     assert run.returncode == 3, run.output
     assert "NaN/inf for 5 consecutive steps" in run.stderr and "max_nonfinite_steps=5" in run.stderr
     assert "not checkpointing" in run.output  # the end of epoch 2 (NaN weights) was not saved

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import fcntl
 import hashlib
 import io
 import json
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fake_data import write_fake_run
+from fake_data import write_fake_cifar, write_fake_run
 from omegaconf import OmegaConf
 
 from data.fingerprint import data_fingerprint
@@ -68,17 +69,37 @@ def test_a_locked_run_directory_is_refused_naming_the_holder_until_the_holder_di
         holder.send_signal(signal.SIGKILL)  # no cleanup runs: the kernel alone drops the lock
         holder.wait()
     lock = RunDirLock(run_dir).acquire()
-    assert lock.held
+    assert lock.held and not lock.created  # the dead holder's file, locked again
     with pytest.raises(RunDirLockedError):  # one writer, also within one machine's other descriptors
         RunDirLock(run_dir).acquire()
     lock.release()
-    RunDirLock(run_dir).acquire().release()
     assert (run_dir / LOCK_NAME).read_bytes() == b""  # the lock file holds nothing and stays
+    RunDirLock(run_dir).acquire().release(remove=True)
+    assert not (run_dir / LOCK_NAME).exists()
 
 
-def test_the_lock_creates_a_missing_run_directory(tmp_path):
+def test_a_lock_on_a_removed_lock_file_is_never_shared(tmp_path):
+    """B opened the lock file, A removed it and released; B must not lock the orphan beside C's new file."""
+    a = RunDirLock(tmp_path).acquire()
+    assert a.created
+    b = RunDirLock(tmp_path)
+    fd, _ = b._open()  # B opened the file A holds...
+    a.release(remove=True)  # ...A finished and removed it
+    c = RunDirLock(tmp_path).acquire()  # C creates a new lock file
+    assert c.created
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # B's flock on the orphan succeeds: the danger...
+    assert not b._same_file(fd)  # ...which acquire() checks for, then starts over
+    os.close(fd)
+    with pytest.raises(RunDirLockedError):  # and finds C's lock
+        b.acquire()
+    c.release(remove=True)
+    assert b.acquire().held and b.created
+
+
+def test_the_lock_creates_a_missing_run_directory_and_knows_what_it_made(tmp_path):
     lock = RunDirLock(tmp_path / "a" / "b").acquire()
-    assert (tmp_path / "a" / "b" / LOCK_NAME).is_file()
+    assert (tmp_path / "a" / "b" / LOCK_NAME).is_file() and lock.created
+    assert lock.made_dirs == [tmp_path / "a" / "b", tmp_path / "a"]
     lock.release()
 
 
@@ -151,6 +172,13 @@ def test_a_full_disk_names_path_and_size_and_leaves_no_partial_file(tmp_path):
     assert target.read_bytes() == b"the previous checkpoint"
     with pytest.raises(PermissionError), disk_full_guard(target):  # other errors pass through
         raise PermissionError(errno.EACCES, "no")
+    tmp.write_bytes(b"half")
+    with pytest.raises(DiskFullError, match="disk quota exceeded"), disk_full_guard(target, 10, remove=[tmp]):
+        try:  # torch.save's zip writer turns the OSError into a RuntimeError when it closes the archive
+            raise OSError(errno.EDQUOT, "Disk quota exceeded")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos") from None
+    assert not tmp.exists()
 
 
 # ------------------------------------------------------------------------------------------ fingerprint
@@ -220,11 +248,9 @@ def test_wandb_api_key_and_server_probes(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------------------- compare/plot
-def test_compare_and_plot_list_a_nan_run_as_failed_and_summarise_the_others(tmp_path, monkeypatch, capsys):
+def test_compare_and_plot_list_a_nan_run_as_failed_and_summarise_the_others(tmp_path, capsys):
     """Both scripts' ``main`` in-process (their imports cost seconds per subprocess)."""
-    monkeypatch.syspath_prepend(str(REPO / "scripts"))
-    import compare
-    import plot
+    from scripts import compare, plot
 
     runs = tmp_path / "runs"
     for seed, err in enumerate([15.0, 16.0]):
@@ -267,3 +293,25 @@ def test_fingerprint_hash_is_blake2b_of_the_bytes_read():
         h.update(f"labels {labels.shape}\n".encode() + labels.astype(np.int64).tobytes())
     got = data_fingerprint(x, y, tx, ty, num_train=2, num_val=0, num_classes=2)
     assert got["content_blake2b"] == h.hexdigest()
+
+
+def test_the_bad_cifar_file_is_named_with_what_is_wrong(tmp_path):
+    import pickle
+
+    from data.cifar_files import find_bad_cifar_file
+
+    root = write_fake_cifar(tmp_path, "cifar10", n_train=50, n_test=10)
+    directory = root / "cifar-10-batches-py"
+    files = [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"]
+    assert find_bad_cifar_file(directory, files, "batches.meta") is None
+    good = (directory / "test_batch").read_bytes()
+    (directory / "test_batch").write_bytes(good[:500])
+    assert find_bad_cifar_file(directory, files, "batches.meta").startswith(
+        f"{directory / 'test_batch'}: cannot be unpickled, it is truncated"
+    )
+    (directory / "test_batch").write_bytes(good)
+    with open(directory / "data_batch_2", "wb") as f:
+        pickle.dump([1, 2, 3], f)
+    assert find_bad_cifar_file(directory, files, "batches.meta") == (
+        f"{directory / 'data_batch_2'}: holds a pickled list, not a dict as the official files"
+    )

@@ -8,8 +8,8 @@ by SLURM itself.
 
 Every scenario is started at once by one module fixture (they take 10 s to 2 min each, mostly waiting
 for the scheduler), then each test checks one. A job that should be interrupted uses the test-only
-``SAM_REPRO_FAULT=step:2:WAIT``: at its second step it creates a marker file holding its SLURM job id
-and waits for a signal, so the interruption lands mid-epoch whatever the machine's speed. The requeued
+hook (``tests/slurm_site/sitecustomize.py``, on the jobs' PYTHONPATH): at its second step it creates a
+marker file holding its SLURM job id and waits for a signal, so the interruption lands mid-epoch whatever the machine's speed. The requeued
 job finds the marker and runs through. An interrupted run must end bit-identical to the same run
 uninterrupted (run here without SLURM).
 """
@@ -49,7 +49,7 @@ TINY = [
     "trainer.limit_train_batches=4",
 ]
 DDP = [*TINY[:3], "batch_size=64", "m=16", *TINY[5:]]  # 2 processes x 32 examples, 2 chunks each
-WAIT = {"SAM_REPRO_FAULT": "step:2:WAIT"}  # + SAM_REPRO_FAULT_MARKER per scenario
+SITE = REPO / "tests" / "slurm_site"  # its sitecustomize.py: the wait-at-step-2 hook in every job
 # The README's SLURM check, verbatim (runs/ becomes the test's directory).
 README_ARRAY = (
     "python train.py -m experiment=quickstart epochs=2 trainer.limit_train_batches=4 "
@@ -108,8 +108,14 @@ class Outcome:
         return f"rc={self.returncode} job={self.job_id} notes={self.notes}\n{self.output[-6000:]}"
 
 
+def wait_env(marker: Path) -> dict[str, str]:
+    """The environment that makes the job wait at step 2 (tests/slurm_site/sitecustomize.py)."""
+    path = os.pathsep.join(filter(None, [str(SITE), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path, "SAM_REPRO_WAIT_MARKER": str(marker)}
+
+
 def env_with(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAM_REPRO_FAULT")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAM_REPRO_FAULT", "SAM_REPRO_WAIT"))}
     env.update({"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **extra})
     return env
 
@@ -154,7 +160,7 @@ def launch(
 ) -> Outcome:
     """``train.py -m OVERRIDES hydra/launcher=slurm_cpu`` (one job); ``act(job_id)`` once it waits at step 2."""
     marker = tmp / "marker"
-    extra = {**WAIT, "SAM_REPRO_FAULT_MARKER": str(marker)} if wait else {}
+    extra = wait_env(marker) if wait else {}
     cmd = [
         sys.executable,
         "train.py",
@@ -228,7 +234,7 @@ def sbatch_template(tmp: Path) -> Outcome:
     """The README's sbatch line: SLURM's own USR1 before the time limit, the template requeues."""
     marker = tmp / "marker"
     args = README_SBATCH.replace("runs/", f"{tmp}/").split()
-    env = env_with({**WAIT, "SAM_REPRO_FAULT_MARKER": str(marker), "PYTHON": sys.executable})
+    env = env_with({**wait_env(marker), "PYTHON": sys.executable})
     job_id = (
         slurm(args[0], "--parsable", f"--output={tmp}/slurm-%j.out", *args[1:], env=env).strip().split(";")[0]
     )

@@ -18,29 +18,11 @@ from typing import Any
 
 import torch
 
+from sam.trainer.atomic import atomic_write
+
 log = logging.getLogger(__name__)
 
 FORMAT = "sam-repro-checkpoint-v1"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` that leaves either the old file or the complete new one, never a partial one."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 class CheckpointError(ValueError):
@@ -48,29 +30,34 @@ class CheckpointError(ValueError):
 
 
 class CheckpointManager:
-    """``last.pt`` and ``prev.pt`` in one directory. ``fault`` lets tests kill the process mid-write."""
+    """``last.pt`` and ``prev.pt`` in one directory."""
 
-    def __init__(self, directory: Path | str, fault: Callable[[str], None] | None = None) -> None:
+    def __init__(self, directory: Path | str) -> None:
         self.dir = Path(directory)
         self.last = self.dir / "last.pt"
         self.prev = self.dir / "prev.pt"
-        self._fault = fault or (lambda stage: None)
         self._unusable: set[Path] = set()  # found bad by load_latest: never rotated into prev.pt
 
-    def save(self, state: dict[str, Any]) -> Path:
+    def save(self, state: dict[str, Any], on_stage: Callable[[str], Any] | None = None) -> Path:
+        """Write ``last.pt`` atomically, the previous one kept as ``prev.pt``.
+
+        ``on_stage`` sees ``written``, ``synced`` and ``rotated`` (``last.pt`` moved to ``prev.pt``, the
+        new file not yet renamed): the points a kill can hit, for tests.
+        """
+        stage = on_stage or (lambda name: None)
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / "last.pt.tmp"
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            self._fault("written")  # the new file is complete but not yet durable
-            f.flush()
-            os.fsync(f.fileno())
-        self._fault("synced")
-        if self.last.exists() and self.last not in self._unusable:
-            os.replace(self.last, self.prev)
-        self._fault("rotated")  # only prev.pt exists now
-        os.replace(tmp, self.last)
-        _fsync_dir(self.dir)
+
+        def rotate() -> None:
+            if self.last.exists() and self.last not in self._unusable:
+                os.replace(self.last, self.prev)
+            stage("rotated")  # only prev.pt exists now
+
+        atomic_write(
+            self.last,
+            lambda f: torch.save({"format": FORMAT, **state}, f),
+            before_replace=rotate,
+            on_stage=stage,
+        )
         self._unusable.discard(self.last)
         return self.last
 

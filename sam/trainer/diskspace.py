@@ -27,8 +27,19 @@ class DiskFullError(RunError):
     exit_code = ExitCode.DISK_FULL
 
 
+def disk_full_cause(err: BaseException | None) -> OSError | None:
+    """The ENOSPC/EDQUOT error in ``err``'s chain: torch.save's zip writer re-raises it as a RuntimeError."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def is_disk_full(err: BaseException) -> bool:
-    return isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS
+    return disk_full_cause(err) is not None
 
 
 def free_bytes(path: Path | str) -> int | None:
@@ -66,16 +77,17 @@ def _size(n: int | None) -> str:
 def disk_full_guard(
     path: Path | str, needed: int | None = None, remove: Iterable[Path | str] = ()
 ) -> Iterator[None]:
-    """Turn ENOSPC/EDQUOT inside the block into :class:`DiskFullError`, removing the ``remove`` files."""
+    """Turn ENOSPC/EDQUOT inside the block (also when chained) into :class:`DiskFullError`, removing ``remove``."""
     try:
         yield
-    except OSError as err:
-        if not is_disk_full(err):
+    except Exception as err:
+        cause = disk_full_cause(err)
+        if cause is None:
             raise
         for leftover in remove:
             Path(leftover).unlink(missing_ok=True)
         free = free_bytes(Path(path).parent)
-        quota = " (disk quota exceeded)" if err.errno == errno.EDQUOT else ""
+        quota = " (disk quota exceeded)" if cause.errno == errno.EDQUOT else ""
         raise DiskFullError(
             f"no space left on the device{quota} writing {path}: it needs about {_size(needed)}, "
             f"{_size(free)} are free there. Nothing partial was left and the files already there are "

@@ -15,9 +15,6 @@ came:
 
 SIGINT (Ctrl-C) stops the same way but never requeues: one line, exit 130, no traceback. A second Ctrl-C
 while the step finishes stops at once (Python's KeyboardInterrupt).
-
-:class:`FaultInjector` is test-only: it lets a test kill or signal a real training process at an exact
-point (``SAM_REPRO_FAULT``), so "killed anywhere, resumed exactly" can be checked end to end.
 """
 
 from __future__ import annotations
@@ -27,8 +24,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-from collections import Counter
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -41,33 +36,31 @@ REQUEUE_SIGNALS = tuple(
 SIGNALS = (*REQUEUE_SIGNALS, signal.SIGINT)
 SUBMITIT_REQUEUE = "checkpoint_and_try_requeue"  # submitit.core.job_environment.SignalHandler's method
 
-_signal_seen = threading.Event()  # set by any handled signal; FaultInjector's WAIT waits for it
-
 
 class PreemptionHandler:
     """Catches SLURM's signals and Ctrl-C as a flag; :meth:`exit` requeues or exits once checkpointed."""
 
-    def __init__(self, rank: int = 0, pending: list[int] | None = None) -> None:
+    def __init__(self, rank: int = 0) -> None:
         self.rank = rank
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
-        self._pending = pending if pending is not None else []
 
-    def install(self) -> PreemptionHandler:
-        """Catch the signals (again: a no-op); any in ``pending`` (caught during imports) counts as received."""
-        if self._previous:
-            return self
-        for sig in SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        for signum in self._pending:
+    def install(self, pending: list[int] | None = None) -> PreemptionHandler:
+        """Catch the signals (again: a no-op); those in ``pending`` (caught during imports) count as received."""
+        if not self._previous:
+            for sig in SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        for signum in pending or ():
             self._handle(signum, None)
-        self._pending.clear()
+        if pending:
+            pending.clear()
         return self
 
     def uninstall(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+        self.received = None
 
     def __reduce__(self) -> tuple[type, tuple[int]]:
         """Pickled (submitit pickles train.py's globals with the job, also for its requeue): a fresh one.
@@ -86,7 +79,6 @@ class PreemptionHandler:
         return self.received == signal.SIGINT
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        _signal_seen.set()
         if signum == signal.SIGINT and self.received == signal.SIGINT:
             raise KeyboardInterrupt  # the second Ctrl-C: stop now, without a checkpoint
         if self.received is None:
@@ -137,6 +129,9 @@ class PreemptionHandler:
         sys.exit(128 + signum)
 
 
+HANDLER = PreemptionHandler()  # the process's one handler: train.py installs it first, the Run uses it
+
+
 def slurm_job_running(job_id: str) -> bool:
     """Whether the job is still RUNNING: so during a preemption's grace time or after ``--signal``.
 
@@ -174,80 +169,4 @@ def requeue_slurm_job(job_id: str) -> bool:
         log.warning("SLURM did not requeue job %s: %s", job_id, (proc.stderr or proc.stdout).strip())
         return False
     log.warning("requeued SLURM job %s; it resumes from the checkpoint", job_id)
-    return True
-
-
-FAULT_ENV = "SAM_REPRO_FAULT"
-FAULT_POINTS = ("step", "ckpt_written", "ckpt_synced", "ckpt_rotated")
-
-
-class FaultInjector:
-    """Test-only. ``SAM_REPRO_FAULT=POINT:N[:ACTION],...`` fires ACTION the N-th time this process reaches POINT.
-
-    Points: ``step`` (after each training step, where the loop looks at the preemption flag) and
-    ``ckpt_written`` / ``ckpt_synced`` / ``ckpt_rotated`` (inside :meth:`CheckpointManager.save`).
-    ACTION is a signal name sent to this very process (default ``KILL``: nothing runs after it, like a
-    node failure; ``TERM`` / ``USR1`` take the preemption path), ``NAN`` (returned to the caller, which
-    makes the weights NaN) or ``WAIT``: create the file ``$SAM_REPRO_FAULT_MARKER``, then wait (at most
-    ``WAIT_TIMEOUT_S``) until a signal arrives from outside, so a test can have SLURM preempt or time out
-    a job at an exact step. It fires only while the marker does not exist, so a requeued job runs through.
-    Unset, it does nothing.
-    """
-
-    def __init__(self, spec: str = "") -> None:
-        self._rules: dict[str, tuple[int, str]] = {}
-        self._seen: Counter[str] = Counter()
-        for item in filter(None, (part.strip() for part in spec.split(","))):
-            point, _, rest = item.partition(":")
-            count, _, action = rest.partition(":")
-            action = (action or "KILL").upper()
-            known_action = action in ("NAN", "WAIT") or isinstance(
-                getattr(signal, f"SIG{action}", None), signal.Signals
-            )
-            if point not in FAULT_POINTS or not count.isdigit() or int(count) < 1 or not known_action:
-                raise ValueError(
-                    f"{FAULT_ENV}={spec!r}: {item!r} is not POINT:N[:ACTION] with POINT one of "
-                    f"{', '.join(FAULT_POINTS)}, N >= 1 and ACTION a signal name (KILL, TERM, USR1, ...), NAN or WAIT"
-                )
-            self._rules[point] = (int(count), action)
-
-    @classmethod
-    def from_env(cls) -> FaultInjector:
-        return cls(os.environ.get(FAULT_ENV, ""))
-
-    def hit(self, point: str) -> str | None:
-        """Count one visit to ``point``; on the N-th send the signal now. Returns the action that fired."""
-        if point not in self._rules:
-            return None
-        self._seen[point] += 1
-        count, action = self._rules[point]
-        if self._seen[point] != count:
-            return None
-        if action == "WAIT":
-            return action if _wait_for_a_signal() else None
-        log.warning("%s: %s at %s #%d", FAULT_ENV, action, point, count)
-        if action != "NAN":
-            os.kill(os.getpid(), getattr(signal, f"SIG{action}"))
-        return action
-
-
-FAULT_MARKER_ENV = "SAM_REPRO_FAULT_MARKER"
-WAIT_TIMEOUT_S = 240.0
-
-
-def _wait_for_a_signal() -> bool:
-    """WAIT: mark that this step was reached, then block until a handled signal arrives (or time out)."""
-    marker = os.environ.get(FAULT_MARKER_ENV)
-    if not marker:
-        raise ValueError(
-            f"{FAULT_ENV}: WAIT needs {FAULT_MARKER_ENV}=PATH (the file it creates when waiting)"
-        )
-    try:
-        with open(marker, "x") as f:
-            f.write(f"{os.environ.get('SLURM_JOB_ID', '')} {os.getpid()}")  # the job a test signals
-    except FileExistsError:
-        return False  # an earlier process of this run waited already (the job was requeued since)
-    log.warning("%s: WAIT for a signal (marker %s)", FAULT_ENV, marker)
-    if not _signal_seen.wait(WAIT_TIMEOUT_S):
-        log.warning("%s: WAIT timed out after %.0f s", FAULT_ENV, WAIT_TIMEOUT_S)
     return True

@@ -11,6 +11,7 @@ the job then does the same directory checks (:func:`claim_run_dir`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sam.trainer.exit_codes import ExitCode, RunError
-from sam.trainer.rundir import finished_results, lock_run_dir
+from sam.trainer.rundir import finished_results, held_lock, lock_run_dir, release_run_dir
 
 Check = Callable[[Any], None]  # raises ValueError / RunError for a config it refuses
 
@@ -44,6 +45,22 @@ def claim_run_dir(
     if is_main_process():
         lock_run_dir(run_dir)
     return finished_results(run_dir, config, ignore)  # it may have finished while we waited
+
+
+def release_claim(run_dir: Path | str, *, refused: bool) -> None:
+    """Drop this process's lock on ``run_dir``, leaving the directory as a reader expects it.
+
+    A run that ended removes the lock file (nothing is left to guard); a refused command removes only
+    what it created itself (the lock file, then the directories made for it if they are empty), so the
+    file system is as it found it.
+    """
+    lock = held_lock(run_dir)
+    if lock is None:
+        return
+    release_run_dir(run_dir, remove=lock.created or not refused)
+    for made in lock.made_dirs if refused else ():
+        with contextlib.suppress(OSError):  # only an empty directory goes
+            made.rmdir()
 
 
 def _quote(value: str) -> str:
@@ -89,11 +106,11 @@ def preflight(
         check(cfg)
         config = OmegaConf.to_container(cfg, resolve=True)
         done = claim_run_dir(run_dir, config, ignore)
-    except RunError as err:
-        _exit(err.exit_code, str(err))
-    except ValueError as err:
-        _exit(ExitCode.BAD_INPUT, str(err))
+    except (RunError, ValueError) as err:
+        release_claim(run_dir, refused=True)
+        _exit(getattr(err, "exit_code", ExitCode.BAD_INPUT), str(err))
     if done is not None:
+        release_claim(run_dir, refused=True)
         error = done.get("test_error")
         print(
             f"run directory {run_dir} holds a finished run of this command "

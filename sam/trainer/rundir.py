@@ -4,7 +4,7 @@
 
 - **One writer.** :func:`lock_run_dir` takes ``fcntl.flock`` on ``RUN_DIR/.train.lock``. The kernel drops
   the lock when the process dies (SIGKILL and node-local OOM kills included), so there is never a stale
-  lock to clean up; a second process (a SLURM requeue while the old job still runs, the same command
+  lock to clean up (the file itself is removed when the run finishes); a second process (a SLURM requeue while the old job still runs, the same command
   typed twice) gets :class:`RunDirLockedError` instead of mixing its checkpoints into the first one's.
 - **results.json means finished.** :func:`finished_results`: the identical command (operational keys such
   as the logger may differ) finds the run done and does nothing; any other command is refused with the
@@ -68,49 +68,85 @@ def _lock_holders(fd: int) -> list[int]:
 
 
 class RunDirLock:
-    """An exclusive ``flock`` on ``RUN_DIR/.train.lock``, held until :meth:`release` or process exit."""
+    """An exclusive ``flock`` on ``RUN_DIR/.train.lock``, held until :meth:`release` or process exit.
+
+    The holder may delete the lock file (:meth:`release` with ``remove=True``: a finished run, or a
+    refused command that created it): whoever locks re-checks that the path still names the file it
+    locked, so a process that opened the old file never shares the lock with one that made a new file.
+    """
 
     def __init__(self, run_dir: Path | str) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_NAME
+        self.created = False  # whether this process created the lock file
+        self.made_dirs: list[Path] = []  # directories this process created for it, deepest first
         self._fd: int | None = None
 
     @property
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self) -> RunDirLock:
-        """Create the directory and lock file if needed and lock it, or raise :class:`RunDirLockedError`.
+    def _open(self) -> tuple[int, bool] | None:
+        try:  # O_RDWR: NFS emulates flock with POSIX locks, which need a file open for writing
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+        except FileExistsError:
+            try:
+                return os.open(self.path, os.O_RDWR), False
+            except FileNotFoundError:
+                return None  # its holder removed it just now: try again
 
-        The lock file stays (empty) after the run: deleting it would let a process that opened the old
-        file and one that creates a new one both hold "the" lock.
-        """
+    def acquire(self) -> RunDirLock:
+        """Create the directory and lock file if needed and lock it, or raise :class:`RunDirLockedError`."""
         if self._fd is not None:
             return self
+        missing, d = [], self.run_dir
+        while not d.exists():
+            missing.append(d)
+            d = d.parent
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        # O_RDWR: NFS emulates flock with POSIX locks, which need a file open for writing.
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            holders = _lock_holders(fd) if err.errno in (errno.EAGAIN, errno.EACCES) else []
-            os.close(fd)
-            if err.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            who = f"process {', '.join(map(str, holders))} on this machine" if holders else "another process"
-            raise RunDirLockedError(
-                f"run directory {self.run_dir} is in use: {who} holds {self.path} (another train.py is "
-                "writing this run; a second writer would mix checkpoints and results). Wait until it ends, "
-                "then run the identical command again to resume or confirm it finished; or use another "
-                "hydra.run.dir"
-            ) from None
-        self._fd = fd
-        return self
+        self.made_dirs = missing
+        while True:
+            opened = self._open()
+            if opened is None:
+                continue
+            fd, created = opened
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                holders = _lock_holders(fd) if err.errno in (errno.EAGAIN, errno.EACCES) else []
+                os.close(fd)
+                if err.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                who = (
+                    f"process {', '.join(map(str, holders))} on this machine"
+                    if holders
+                    else "another process"
+                )
+                raise RunDirLockedError(
+                    f"run directory {self.run_dir} is in use: {who} holds {self.path} (another train.py is "
+                    "writing this run; a second writer would mix checkpoints and results). Wait until it "
+                    "ends, then run the identical command again to resume or confirm it finished; or use "
+                    "another hydra.run.dir"
+                ) from None
+            if self._same_file(fd):
+                self._fd, self.created = fd, created
+                return self
+            os.close(fd)  # locked a file its holder had just removed: lock the current one instead
 
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the only descriptor drops the flock
-            self._fd = None
+    def _same_file(self, fd: int) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
+
+    def release(self, remove: bool = False) -> None:
+        """Drop the lock; ``remove`` deletes the lock file first (only while holding it)."""
+        if self._fd is None:
+            return
+        if remove and self._same_file(self._fd):
+            self.path.unlink()
+        os.close(self._fd)  # closing the only descriptor drops the flock
+        self._fd = None
 
 
 _HELD: dict[Path, RunDirLock] = {}
@@ -124,10 +160,14 @@ def lock_run_dir(run_dir: Path | str) -> RunDirLock:
     return _HELD[key]
 
 
-def release_run_dir(run_dir: Path | str) -> None:
+def held_lock(run_dir: Path | str) -> RunDirLock | None:
+    return _HELD.get(Path(os.path.abspath(run_dir)))
+
+
+def release_run_dir(run_dir: Path | str, remove: bool = False) -> None:
     lock = _HELD.pop(Path(os.path.abspath(run_dir)), None)
     if lock is not None:
-        lock.release()
+        lock.release(remove=remove)
 
 
 # ------------------------------------------------------------------------------------- finished runs

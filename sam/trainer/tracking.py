@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
+from sam.trainer.atomic import atomic_write_text
 from sam.trainer.wandb_fallback import init_wandb_run
 
 log = logging.getLogger(__name__)
@@ -35,9 +38,7 @@ class MetricsFile:
                     keep.append(line)
             except (ValueError, KeyError, TypeError):
                 continue  # a half-written last line from a kill
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(k + "\n" for k in keep))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(k + "\n" for k in keep))
 
     def append(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as f:
@@ -112,3 +113,28 @@ class NullTracker:
 
     def finish(self, exit_code: int = 0) -> None:
         pass
+
+
+def make_tracker(cfg: Any, run_dir: Path, resolved: dict, run_id: str | None, is_main: bool) -> Any:
+    """W&B on the main process when ``logger=wandb`` (grouped by sweep), else a tracker that does nothing."""
+    if cfg.logger.name == "none" or not is_main:
+        return NullTracker()
+    group = cfg.logger.group
+    if group is None:
+        hc = HydraConfig.get()
+        group = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else run_dir.name
+    id_file = run_dir / "wandb_run_id.txt"
+    if run_id is None and id_file.exists():
+        run_id = id_file.read_text().strip() or None
+    tracker = WandbTracker(
+        run_dir=run_dir,
+        config=resolved,
+        project=cfg.logger.project,
+        entity=cfg.logger.entity,
+        group=group,
+        tags=list(cfg.logger.tags),
+        name=run_dir.name,
+        run_id=run_id,
+    )
+    id_file.write_text(tracker.run_id)
+    return tracker

@@ -1,0 +1,243 @@
+"""Evaluate one finished run directory beyond its test error; the engine of scripts/evaluate.py.
+
+Rebuilds the model from ``final_model.pt`` (weights and the resolved config train.py saved with them),
+re-reads the run's dataset in file order, and measures: the test error again (it must equal
+results.json's, a check that the right weights and data were loaded), calibration (ECE with 15 bins, NLL,
+a reliability diagram), the rank of the penultimate features on a fixed test sample, a linear probe on a
+target dataset / class subset, and the error under corruptions at 5 severities.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from analysis.calibration import calibration_bins, calibration_report, reliability_diagram
+from analysis.corruptions import FAMILIES, NOT_IMPLEMENTED, SEVERITIES, corrupt, read_corrupted
+from analysis.features import feature_rank, linear_probe, logits_and_features
+from data.build import load_arrays
+from data.class_subset import select_classes
+from models import create_model
+from models.pretrained import classifier_prefix, split_finetune_options
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    probe_dataset: str | None = None  # None: the run's dataset
+    probe_classes: Sequence[int] | None = None  # None: the run's classes (all, or its dataset.classes)
+    rank_examples: int = 2048
+    rank_threshold: float = 0.99
+    corruptions: bool = True
+    data_root: str | None = None  # None: the run's dataset.root
+    batch_size: int = 512
+    seed: int = 0
+
+
+def _batches(
+    images: np.ndarray, labels: np.ndarray, mean, std, size: int | None, batch_size: int
+) -> Iterator:
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    for lo in range(0, len(labels), batch_size):
+        x = (
+            torch.from_numpy(np.ascontiguousarray(images[lo : lo + batch_size])).permute(0, 3, 1, 2).float()
+            / 255.0
+        )
+        x = (x - mean_t) / std_t
+        if size is not None and size != x.shape[-1]:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        yield x, torch.from_numpy(np.asarray(labels[lo : lo + batch_size], dtype=np.int64))
+
+
+def load_run(run_dir: Path) -> tuple[dict, dict]:
+    """(the final state dict, the run's resolved config) from train.py's final_model.pt."""
+    path = Path(run_dir) / "final_model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{run_dir}: no final_model.pt (unfinished run, or trainer.save_final_model=false)"
+        )
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(saved, dict) or "model" not in saved or "config" not in saved:
+        raise ValueError(f"{path}: expected train.py's {{'model': state_dict, 'config': ...}}")
+    return saved["model"], saved["config"]
+
+
+def build_model(state: dict, cfg: dict, num_classes: int, in_chans: int) -> torch.nn.Module:
+    """The run's architecture with its final weights, in eval mode."""
+    kwargs, _ = split_finetune_options(cfg["model"])
+    model = create_model(cfg["model"]["name"], num_classes, in_chans=in_chans, **kwargs)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _head(model: torch.nn.Module) -> torch.nn.Module:
+    return model.get_submodule(classifier_prefix(model))
+
+
+def evaluate_run(run_dir: Path, options: EvalOptions = EvalOptions()) -> dict:
+    run_dir = Path(run_dir)
+    state, cfg = load_run(run_dir)
+    ds = cfg["dataset"]
+    root = options.data_root or ds["root"]
+    size = ds.get("image_size")
+    arrays = load_arrays(ds["name"], root=root, classes=ds.get("classes"))
+    model = build_model(state, cfg, arrays.num_classes, arrays.train_images.shape[3])
+    head = _head(model)
+    out: dict = {"run_dir": str(run_dir), "dataset": ds["name"], "classes": ds.get("classes")}
+
+    # -- test set: error (checked against results.json), calibration, features for the rank
+    logits, feats, labels = logits_and_features(
+        model,
+        head,
+        _batches(arrays.test_images, arrays.test_labels, arrays.mean, arrays.std, size, options.batch_size),
+    )
+    test_error = 100.0 * float((logits.argmax(1) != labels).double().mean())
+    out["test_error_pct"] = test_error
+    results_path = run_dir / "results.json"
+    if results_path.is_file() and cfg.get("trainer", {}).get("limit_val_batches") is None:
+        recorded = json.loads(results_path.read_text())["test_error"]
+        if abs(recorded - test_error) > 1e-6 + 100.0 / len(labels) * 0.5:
+            raise ValueError(
+                f"{run_dir}: the reloaded model's test error {test_error:.4f}% differs from results.json's "
+                f"{recorded:.4f}%: the weights, data or config do not belong together"
+            )
+    out["calibration"] = calibration_report(logits, labels)
+    out["ece_pct"] = out["calibration"]["ece_pct"]
+    out["nll"] = out["calibration"]["nll"]
+    reliability_diagram(
+        calibration_bins(torch.softmax(logits.double(), 1), labels),
+        run_dir / "reliability.png",
+        f"{cfg['model']['name']} {ds['name']} rho={cfg['rho']} seed={cfg['seed']}: ECE {out['ece_pct']:.2f}%",
+    )
+    n_rank = min(options.rank_examples, len(feats))
+    out["feature_rank"] = {
+        "rank": feature_rank(feats[:n_rank], options.rank_threshold),
+        "threshold": options.rank_threshold,
+        "examples": n_rank,
+        "dim": int(feats.shape[1]),
+        "sample": f"the first {n_rank} test images of {ds['name']} (classes {ds.get('classes') or 'all'})",
+    }
+
+    # -- linear probe on the target
+    target = options.probe_dataset or ds["name"]
+    classes = (
+        options.probe_classes
+        if options.probe_classes is not None
+        else (ds.get("classes") if target == ds["name"] else None)
+    )
+    probe_arrays = (
+        arrays
+        if (target == ds["name"] and classes == ds.get("classes"))
+        else load_arrays(target, root=root, classes=classes)
+    )
+    _, train_f, train_y = logits_and_features(
+        model,
+        head,
+        _batches(
+            probe_arrays.train_images,
+            probe_arrays.train_labels,
+            arrays.mean,
+            arrays.std,
+            size,
+            options.batch_size,
+        ),
+    )
+    _, test_f, test_y = logits_and_features(
+        model,
+        head,
+        _batches(
+            probe_arrays.test_images,
+            probe_arrays.test_labels,
+            arrays.mean,
+            arrays.std,
+            size,
+            options.batch_size,
+        ),
+    )
+    probe = linear_probe(train_f.numpy(), train_y.numpy(), test_f.numpy(), test_y.numpy(), seed=options.seed)
+    out["linear_probe"] = {
+        "dataset": target,
+        "classes": list(classes) if classes is not None else None,
+        **asdict(probe),
+    }
+    out["linear_probe"]["val_error_pct"] = {str(k): v for k, v in probe.val_error_pct.items()}
+    out["probe_error_pct"] = probe.test_error_pct
+
+    # -- corruptions
+    if options.corruptions:
+        out["corruptions"] = corruption_errors(
+            model, arrays, ds["name"], root, size, options, ds.get("classes")
+        )
+        out["corruption_error_pct"] = out["corruptions"]["mean_error_pct"]
+    return out
+
+
+@torch.no_grad()
+def _error(model, images, labels, arrays, size, batch_size) -> float:
+    wrong = 0
+    for x, y in _batches(images, labels, arrays.mean, arrays.std, size, batch_size):
+        wrong += int((model(x).argmax(1) != y).sum())
+    return 100.0 * wrong / len(labels)
+
+
+def corruption_errors(
+    model, arrays, dataset: str, root: str, size: int | None, options: EvalOptions, classes=None
+) -> dict:
+    files = read_corrupted(root, dataset)
+    if files is not None and classes is not None:  # the released files hold every class: keep the run's
+        files = {k: select_classes(images, labels, classes) for k, (images, labels) in files.items()}
+    per_family: dict[str, dict[str, float]] = {}
+    if files is not None:
+        source = f"files under {root} (Hendrycks & Dietterich's released data)"
+        for family, (images, labels) in files.items():
+            n = len(labels) // 5  # the files stack severities 1..5 (with a class subset: still in that order)
+            per_family[family] = {
+                str(s): _error(
+                    model,
+                    images[(s - 1) * n : s * n],
+                    labels[(s - 1) * n : s * n],
+                    arrays,
+                    size,
+                    options.batch_size,
+                )
+                for s in SEVERITIES
+            }
+    else:
+        source = "generated on the fly (analysis/corruptions.py; CIFAR-C constants)"
+        for family in FAMILIES:
+            per_family[family] = {
+                str(s): _error(
+                    model,
+                    corrupt(arrays.test_images, family, s, options.seed),
+                    arrays.test_labels,
+                    arrays,
+                    size,
+                    options.batch_size,
+                )
+                for s in SEVERITIES
+            }
+    errors = [e for fam in per_family.values() for e in fam.values()]
+    return {
+        "source": source,
+        "families": per_family,
+        "mean_error_pct": statistics.fmean(errors),
+        "mean_error_by_severity_pct": {
+            str(s): statistics.fmean(fam[str(s)] for fam in per_family.values()) for s in SEVERITIES
+        },
+        "not_implemented": list(NOT_IMPLEMENTED) if files is None else [],
+    }
+
+
+def write_evaluation(run_dir: Path, result: dict) -> Path:
+    path = Path(run_dir) / "evaluation.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,71 @@
+"""What ``SAM.step`` can tell about the framework calling it, to refuse what it cannot make exact.
+
+Never imports a framework: it only looks at modules the user has already imported. Used for three
+call patterns that would otherwise give silently wrong SAM (README, "Use it in your framework"):
+gradient accumulation in Lightning or Accelerate, and Accelerate's fp16 GradScaler around a closure.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+
+def is_lightning_closure(closure: Callable[[], Any]) -> bool:
+    """Lightning's precision plugins pass ``functools.partial(plugin._wrap_closure, ...)`` to ``step``."""
+    owner = getattr(getattr(closure, "func", None), "__self__", None)
+    return type(owner).__module__.split(".")[0] in ("lightning", "pytorch_lightning")
+
+
+def accelerate_accumulation_steps() -> int:
+    """Accelerate's ``gradient_accumulation_steps`` when an ``Accelerator`` exists in this process, else 1."""
+    state = sys.modules.get("accelerate.state")
+    if state is None or not state.GradientState._shared_state:
+        return 1
+    return int(state.GradientState().num_steps)
+
+
+def accelerate_mixed_precision() -> str | None:
+    """Accelerate's ``mixed_precision`` ("no", "fp16", "bf16", ...) when an ``Accelerator`` exists, else None."""
+    state = sys.modules.get("accelerate.state")
+    if state is None or not state.AcceleratorState._shared_state:
+        return None
+    return str(state.AcceleratorState().mixed_precision)
+
+
+NEEDS_CLOSURE = (
+    "SAM.step() was called without a closure and without first_step() before it, so there is no way to "
+    "take the second gradient. Pass a closure (forward + backward at the current weights, returning the "
+    "loss), or call first_step()/second_step() around your own two passes. A framework calling step() "
+    "without a closure is fp16 loss scaling (Lightning precision='16-mixed', Accelerate "
+    "mixed_precision='fp16'): use bf16 (precision='bf16-mixed' / mixed_precision='bf16'), or the manual "
+    "two-call recipe in the README section 'Use it in your framework', which supports fp16."
+)
+
+LIGHTNING_ACCUMULATION = (
+    "SAM.step(closure) was called by Lightning with gradients already accumulated from an earlier batch: "
+    "Trainer(accumulate_grad_batches > 1) is not SAM (e(w) would come from the accumulated gradient and "
+    "the update from the last batch's perturbed gradient only). Use accumulate_grad_batches=1 with a "
+    "larger batch, or the paper's m-sharpness chunks on one device (sam.sam_step_chunked)."
+)
+
+ACCELERATE_ACCUMULATION = (
+    "SAM under Accelerate with gradient_accumulation_steps={steps}: SAM over accumulated micro-batches is "
+    "not defined here. Accelerate's optimizer.step(closure) skips the closure on the {skipped} of every "
+    "{steps} steps that do not sync, so those batches would never be trained on, and first_step() would "
+    "clear the gradient accumulated so far. Use gradient_accumulation_steps=1 with a larger batch."
+)
+
+ACCELERATE_FP16 = (
+    "SAM.step(closure) under Accelerate with mixed_precision='fp16': its GradScaler unscales the "
+    "gradients before calling step, so the closure's scaled gradients would reach the base optimizer "
+    "unscaled. Use mixed_precision='bf16', or the manual two-call recipe in the README section "
+    "'Use it in your framework', which supports fp16."
+)
+
+ZEROED_GRADIENTS = (
+    "SAM.step(closure) found gradients that are present but all zero (zero_grad(set_to_none=False)?): "
+    "e(w) would be 0 and the step plain {base}. Clear them with zero_grad() (set_to_none=True) before "
+    "step(closure), or run a backward at w first (davda54/sam's pattern)."
+)

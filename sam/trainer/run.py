@@ -1,0 +1,446 @@
+"""One run in one run directory: resume, epochs, checkpoints, preemption, results.json.
+
+``train.py`` builds the objects (:class:`Objects`) and hands them to a :class:`Run`. Everything a run
+writes goes through here; every checkpoint holds the whole :class:`Progress`, so a run killed anywhere
+and started again with the identical command ends exactly where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from data import DataBundle
+from sam.randomness import RNGState
+from sam.steps import StepOptions
+from sam.trainer import hooks, preemption
+from sam.trainer.atomic import atomic_torch_save, atomic_write_text
+from sam.trainer.checkpoint import CheckpointError, CheckpointManager
+from sam.trainer.config import uses_sam
+from sam.trainer.distributed import DistContext, all_reduce_sum, average_bn_stats, gather_objects
+from sam.trainer.loop import EpochTotals, evaluate, train_one_epoch
+from sam.trainer.provenance import device_name, git_commit
+from sam.trainer.tracking import MetricsFile, NullTracker, make_tracker
+from sam.variants import WITHOUT_RHO
+
+log = logging.getLogger("train")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Objects:
+    """What ``train.py``'s ``build`` makes from a config."""
+
+    data: DataBundle
+    model: nn.Module  # possibly DDP-wrapped / compiled: what the step runs
+    raw_model: nn.Module  # the plain module: what checkpoints hold
+    optimizer: torch.optim.Optimizer
+    base_optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    step_fn: Any
+    step_options: StepOptions
+    steps_per_epoch: int
+    val_batches: int | None
+    effective_m: int
+
+
+# ---------------------------------------------------------------------------------------------- resume
+# Keys that change how a run is executed or logged, not what it computes: they may differ on resume.
+OPERATIONAL_KEYS = (
+    "logger",
+    "device",
+    "compile",
+    "dataset.root",
+    "dataset.num_workers",
+    "dataset.download",
+    "trainer.log_every_n_steps",
+    "trainer.checkpoint_interval_min",
+    "trainer.save_final_model",
+    "trainer.eval_batch_size",
+)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def check_same_run(state: dict[str, Any], resolved: dict[str, Any]) -> None:
+    """Refuse to resume a run directory with a command that would compute something else."""
+    saved = state.get("config")
+    if saved is None:
+        return
+    old, new = _flatten(saved), _flatten(resolved)
+    changed = sorted(
+        k
+        for k in old.keys() | new.keys()
+        if old.get(k) != new.get(k) and not any(k == op or k.startswith(op + ".") for op in OPERATIONAL_KEYS)
+    )
+    if changed:
+        diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
+        raise CheckpointError(
+            f"checkpoint {state['path']} was written by a different run ({diffs}); resume with the command "
+            "that wrote it, or use another hydra.run.dir"
+        )
+
+
+def load_resume_state(ckpts: CheckpointManager, resolved: dict[str, Any]) -> dict[str, Any] | None:
+    """The newest usable checkpoint of this run directory (None: a fresh run), checked to be this run's."""
+    state = ckpts.load_latest(map_location="cpu")  # it remembers a bad last.pt, never to rotate it in
+    if state is not None:
+        check_same_run(state, resolved)
+    return state
+
+
+def finished_results(state: dict[str, Any] | None, run_dir: Path) -> dict[str, Any] | None:
+    """results.json of a run that already ended (its last checkpoint is final): nothing to do again."""
+    path = run_dir / "results.json"
+    if state is not None and state.get("finished") and path.exists():
+        return json.loads(path.read_text())
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+def channels(batches, channels_last: bool):
+    for x, y in batches:
+        yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
+
+
+def eval_metrics(objs: Objects, loader, prefix: str, cfg: DictConfig) -> dict[str, float]:
+    loader.set_epoch(0)
+    sums = evaluate(
+        objs.model,
+        channels(loader, cfg.channels_last),
+        objs.step_options.precision.autocast,
+        objs.val_batches,
+    )
+    keys = ("loss_sum", "top1", "top5", "examples")
+    device = next(objs.raw_model.parameters()).device
+    packed = (
+        torch.stack([sums[k].double() for k in keys])
+        if sums
+        else torch.zeros(4, dtype=torch.float64, device=device)
+    )
+    loss_sum, top1, top5, n = all_reduce_sum(packed).tolist()
+    n = max(n, 1.0)
+    return {
+        f"{prefix}_loss": loss_sum / n,
+        f"{prefix}_error": 100.0 * (1 - top1 / n),
+        f"{prefix}_error_top5": 100.0 * (1 - top5 / n),
+    }
+
+
+def epoch_record(
+    cfg: DictConfig, objs: Objects, totals: EpochTotals, epoch: int, seconds: float
+) -> dict[str, Any]:
+    packed = torch.stack([totals.loss_sum.double(), totals.correct.double(), totals.skipped.double()])
+    loss_sum, correct, skipped = all_reduce_sum(packed).tolist()
+    examples = totals.examples * (dist.get_world_size() if dist.is_initialized() else 1)
+    record = {
+        "epoch": epoch,
+        "train_loss": loss_sum / max(examples, 1),
+        "train_error": 100.0 * (1 - correct / max(examples, 1)),
+        "skipped_steps": int(skipped),
+        "lr": objs.base_optimizer.param_groups[0]["lr"],
+        "epoch_time_s": seconds,
+        "images_per_s": examples / max(seconds, 1e-9),
+    }
+    record.update(eval_metrics(objs, objs.data.test, "test", cfg))
+    if objs.data.val is not None:
+        record.update(eval_metrics(objs, objs.data.val, "val", cfg))
+    return record
+
+
+def finite_weights(model: nn.Module) -> bool:
+    """False once a parameter or buffer holds NaN/inf: a checkpoint of such weights is no good to resume."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
+
+
+def _last_train_loss(run_dir: Path) -> float | None:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return None
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return json.loads(lines[-1])["train_loss"] if lines else None
+
+
+# ---------------------------------------------------------------------------------------------- the run
+@dataclass
+class Progress:
+    """Where the run is and what it has counted so far; every checkpoint holds all of it."""
+
+    epoch: int = 0
+    batch: int = 0  # the next batch of `epoch` (> 0 after a mid-epoch checkpoint)
+    global_step: int = 0
+    wall_time_s: float = 0.0  # spent by earlier processes of this run
+    train_seconds: float = 0.0
+    train_images: int = 0
+    wandb_run_id: str | None = None
+
+
+def totals_for_rank(saved: Any, ctx: DistContext) -> dict[str, Any]:
+    """This rank's running totals of the interrupted epoch (a checkpoint holds every rank's)."""
+    if isinstance(saved, dict):  # checkpoints before every rank's totals were kept: rank 0's only
+        saved = [saved]
+    if len(saved) == ctx.world_size:
+        return saved[ctx.rank]
+    log.warning(
+        "checkpoint has epoch totals of %d processes, this run has %d: the interrupted epoch's train loss "
+        "counts rank 0's share only",
+        len(saved),
+        ctx.world_size,
+    )
+    return saved[0] if ctx.rank == 0 else EpochTotals().state_dict()
+
+
+class Run:
+    """One run in one run directory: resume, epochs, checkpoints, preemption, results.json.
+
+    Its stages call ``sam.trainer.hooks`` (after every step, inside every checkpoint write).
+    """
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        run_dir: Path,
+        ctx: DistContext,
+        objs: Objects,
+        resolved: dict,
+        ckpts: CheckpointManager,
+    ) -> None:
+        self.cfg, self.run_dir, self.ctx, self.objs, self.resolved = cfg, run_dir, ctx, objs, resolved
+        self.ckpts = ckpts
+        self.progress = Progress()
+        self.totals = EpochTotals().to(ctx.device)
+        self.metrics = MetricsFile(run_dir / "metrics.jsonl")
+        self.tracker: Any = NullTracker()
+        self.preemption = preemption.HANDLER  # installed by train.py's main, before data and model
+        self.preemption.rank = ctx.rank
+        self.started = time.perf_counter()
+        self.last_checkpoint = time.monotonic()
+        minutes = cfg.trainer.checkpoint_interval_min
+        self.interval_s = 60.0 * minutes if minutes else math.inf
+        self.flags = torch.zeros(2, device=ctx.device)
+        self.epoch_first_step = 0
+
+    def wall_time(self) -> float:
+        return self.progress.wall_time_s + (time.perf_counter() - self.started)
+
+    # -- resume and checkpoints ---------------------------------------------------------------------
+    def resume(self, state: dict[str, Any]) -> None:
+        objs, ctx = self.objs, self.ctx
+        try:
+            objs.raw_model.load_state_dict(state["model"])
+            objs.optimizer.load_state_dict(state["optimizer"])
+            objs.scheduler.load_state_dict(state["scheduler"])
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise CheckpointError(
+                f"checkpoint {state['path']} does not fit this run's model/optimizer ({type(err).__name__}: "
+                f"{str(err)[:300]}...); resume with the command that wrote it, or use another hydra.run.dir"
+            ) from err
+        if objs.step_options.precision.scaler is not None and "scaler" in state:
+            objs.step_options.precision.scaler.load_state_dict(state["scaler"])
+        self.progress = Progress(**{k: state.get(k, v) for k, v in asdict(Progress()).items()})
+        self.totals = EpochTotals.from_state_dict(totals_for_rank(state["totals"], ctx), ctx.device)
+        if len(state["rng"]) == ctx.world_size:
+            RNGState.load(state["rng"][ctx.rank], ctx.device)
+        else:
+            log.warning(
+                "checkpoint has RNG states for %d processes, this run has %d: reseeding",
+                len(state["rng"]),
+                ctx.world_size,
+            )
+        p = self.progress
+        log.info(
+            "resumed from %s at epoch %d, batch %d (step %d)", state["path"], p.epoch, p.batch, p.global_step
+        )
+
+    def save_checkpoint(self, finished: bool = False) -> None:
+        objs = self.objs
+        rngs = gather_objects(RNGState(self.ctx.device).state_dict(), self.ctx)
+        totals = gather_objects(self.totals.state_dict(), self.ctx)  # every rank's share of the epoch
+        if self.ctx.is_main and not finite_weights(objs.raw_model):
+            log.warning(
+                "weights are NaN/inf: not checkpointing, %s keeps the last good checkpoint", self.ckpts.dir
+            )
+        elif self.ctx.is_main:
+            payload = {
+                **asdict(self.progress),
+                "wall_time_s": self.wall_time(),
+                "wandb_run_id": self.tracker.run_id,
+                "finished": finished,
+                "model": objs.raw_model.state_dict(),
+                "optimizer": objs.optimizer.state_dict(),
+                "scheduler": objs.scheduler.state_dict(),
+                "rng": rngs,
+                "totals": totals,
+                "config": self.resolved,
+            }
+            if objs.step_options.precision.scaler is not None:
+                payload["scaler"] = objs.step_options.precision.scaler.state_dict()
+            self.ckpts.save(payload, on_stage=lambda stage: hooks.fire(f"checkpoint_{stage}", self))
+        self.last_checkpoint = time.monotonic()
+
+    def exit_for_requeue(self) -> None:
+        where = f" at epoch {self.progress.epoch} batch {self.progress.batch} ({self.ckpts.dir})"
+        log.warning("checkpointed%s", where)
+        self.tracker.finish(exit_code=1)
+        self.preemption.exit(where)
+
+    # -- hooks of the epoch loop ----------------------------------------------------------------------
+    def should_stop(self) -> bool:
+        """Preemption or a timed checkpoint; agreed by all ranks so nobody waits in a collective alone."""
+        hooks.fire("after_step", self)
+        self.flags[0] = float(self.preemption.requested)
+        self.flags[1] = float(time.monotonic() - self.last_checkpoint > self.interval_s)
+        if self.ctx.distributed:
+            dist.all_reduce(self.flags, op=dist.ReduceOp.MAX)
+        return bool(self.flags.any())
+
+    def on_log(self, index: int, result: Any, images_per_s: float) -> None:
+        metrics = {
+            "train/loss_at_w": float(result.loss),
+            "train/lr": self.objs.base_optimizer.param_groups[0]["lr"],
+            "train/grad_norm": float(result.grad_norm),
+            "train/images_per_s": images_per_s * self.ctx.world_size,
+        }
+        self.tracker.log_step(metrics, step=self.epoch_first_step + index)
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    def train_epoch(self) -> bool:
+        """Train the current epoch from ``progress.batch``; False when it stopped early (checkpoint due)."""
+        cfg, objs, p = self.cfg, self.objs, self.progress
+        objs.data.train.set_epoch(p.epoch, p.batch)
+        self.epoch_first_step = p.global_step - p.batch
+        t0 = time.perf_counter()
+        index = train_one_epoch(
+            objs.model,
+            objs.optimizer,
+            objs.step_fn,
+            objs.step_options,
+            channels(objs.data.train, cfg.channels_last),
+            objs.scheduler,
+            self.totals,
+            num_batches=objs.steps_per_epoch,
+            start_batch=p.batch,
+            max_nonfinite_steps=cfg.trainer.max_nonfinite_steps,
+            check_every=cfg.trainer.log_every_n_steps,
+            after_step=(lambda: average_bn_stats(objs.model)) if self.ctx.distributed else None,
+            on_log=self.on_log,
+            should_stop=self.should_stop,
+            description=f"epoch {p.epoch + 1}/{cfg.epochs}",
+        )
+        seconds = time.perf_counter() - t0
+        self.totals.seconds += seconds
+        p.train_seconds += seconds
+        p.train_images += (index - p.batch) * cfg.batch_size
+        p.global_step += index - p.batch
+        p.batch = index
+        return index == objs.steps_per_epoch
+
+    def end_epoch(self) -> None:
+        cfg, p = self.cfg, self.progress
+        record = epoch_record(cfg, self.objs, self.totals, p.epoch, seconds=self.totals.seconds)
+        self.totals = self.totals.next_epoch().to(self.ctx.device)
+        p.epoch, p.batch = p.epoch + 1, 0
+        if self.ctx.is_main:
+            self.metrics.append(record)
+            self.tracker.log_epoch(record, step=p.global_step)
+            skipped = f"  skipped {record['skipped_steps']}" if record["skipped_steps"] else ""
+            log.info(
+                "epoch %d/%d  train loss %.4f err %.2f%%  test err %.2f%% (top-5 %.2f%%)  lr %.4g  %.0f img/s%s",
+                p.epoch,
+                cfg.epochs,
+                record["train_loss"],
+                record["train_error"],
+                record["test_error"],
+                record["test_error_top5"],
+                record["lr"],
+                record["images_per_s"],
+                skipped,
+            )
+
+    def train(self) -> None:
+        if self.ctx.is_main:
+            self.metrics.truncate_after(self.progress.epoch)
+            (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.resolved))
+        self.tracker = make_tracker(
+            self.cfg, self.run_dir, self.resolved, self.progress.wandb_run_id, self.ctx.is_main
+        )
+        self.preemption.install()
+        failed = True
+        try:
+            while self.progress.epoch < self.cfg.epochs:
+                if self.train_epoch():
+                    self.end_epoch()
+                    self.save_checkpoint(finished=self.progress.epoch == self.cfg.epochs)
+                else:  # stopped mid-epoch: checkpoint where we are
+                    self.save_checkpoint()
+                # Training done: a signal now only costs the final evaluation, not a requeue.
+                if self.preemption.requested and self.progress.epoch < self.cfg.epochs:
+                    self.exit_for_requeue()
+            failed = False
+        finally:
+            self.preemption.uninstall()
+            if failed:
+                self.tracker.finish(exit_code=1)
+
+    def write_results(self) -> dict[str, Any]:
+        cfg, objs, ctx, p = self.cfg, self.objs, self.ctx, self.progress
+        sam_run = uses_sam(cfg)
+        results = {
+            "model": cfg.model.name,
+            "dataset": cfg.dataset.name,
+            "augment": cfg.augment,
+            "optimizer": cfg.optimizer.name if sam_run else "sgd",
+            "rho": cfg.rho if sam_run and cfg.optimizer.name not in WITHOUT_RHO else 0.0,
+            "m": objs.effective_m,  # examples per BatchNorm batch / per e(w): SGD runs in chunks of m too
+            "seed": cfg.seed,
+            "epochs": cfg.epochs,
+            "label_noise": cfg.label_noise,
+            "label_noise_realised": objs.data.label_noise_realised,
+            **eval_metrics(objs, objs.data.test, "test", cfg),
+            "train_loss": _last_train_loss(self.run_dir),
+            "wall_time_s": self.wall_time(),
+            "images_per_s": p.train_images / max(p.train_seconds, 1e-9),
+            "num_params": sum(t.numel() for t in objs.raw_model.parameters()),
+            "world_size": ctx.world_size,
+            "precision": objs.step_options.precision.name,
+            "git_commit": git_commit(REPO),
+            "torch_version": torch.__version__,
+            "device_name": device_name(ctx.device),
+            "config": self.resolved,
+        }
+        if objs.data.val is not None:
+            results.update(eval_metrics(objs, objs.data.val, "val", cfg))
+        if ctx.is_main:
+            if cfg.trainer.save_final_model:
+                atomic_torch_save(
+                    {"model": objs.raw_model.state_dict(), "config": self.resolved},
+                    self.run_dir / "final_model.pt",
+                )
+            path = atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2))
+            self.tracker.summary(results)
+            self.tracker.finish()
+            log.info(
+                "done: test error %.2f%% (top-5 %.2f%%) -> %s",
+                results["test_error"],
+                results["test_error_top5"],
+                path,
+            )
+        return results

@@ -1,0 +1,120 @@
+"""The efficient SAM family (issue 15) as options of the same step machinery: ``optimizer=<name>``.
+
+Each variant is a :class:`sam.SAM` subclass written from its paper; ``make_step`` gives
+:func:`sam.select_step` the step function (SAM-ON needs none: it is SAM with a filter). Per-run state
+lives in ``state_dict()``, so the trainer's checkpoint carries it.
+
+| name      | paper                                                     | class             |
+|-----------|-----------------------------------------------------------|-------------------|
+| looksam   | Liu et al., CVPR 2022                                     | ``LookSAM``       |
+| esam      | Du et al., ICLR 2022                                      | ``ESAM``          |
+| rst       | Zhao, Zhang & Hu, 2022 (randomized sharpness-aware train) | ``RandomSwitchSAM``|
+| sam_late  | Zhou et al., ICLR 2025                                    | ``LateSAM``       |
+| ae_sam    | Jiang et al., ICLR 2023                                   | ``AESAM``         |
+| mesa      | Du et al., NeurIPS 2022                                   | ``MESA``          |
+| gsam      | Zhuang et al., ICLR 2022                                  | ``GSAM``          |
+| sam_on    | Mueller et al., NeurIPS 2023                              | ``SAMON``         |
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from sam.optimizer import SAM
+from sam.variants.base import VariantSAM, step_generator
+from sam.variants.esam import ESAM
+from sam.variants.gsam import GSAM
+from sam.variants.looksam import LookSAM
+from sam.variants.mesa import MESA
+from sam.variants.samon import SAMON, normalization_parameters
+from sam.variants.switching import AESAM, LateSAM, RandomSwitchSAM
+
+VARIANTS: dict[str, type[SAM]] = {
+    "looksam": LookSAM,
+    "esam": ESAM,
+    "rst": RandomSwitchSAM,
+    "sam_late": LateSAM,
+    "ae_sam": AESAM,
+    "mesa": MESA,
+    "gsam": GSAM,
+    "sam_on": SAMON,
+}
+# Variants whose update does not involve rho (MESA): they run whatever rho says, and record rho = 0.
+WITHOUT_RHO = ("mesa",)
+# Hyperparameters in epochs that the factory turns into steps.
+_EPOCH_KEYS = {"start_epoch": "start_step"}
+# Filled in by the factory from the run, not from the variant's options.
+_RUN_KEYS = ("model", "total_steps", "seed")
+
+__all__ = [
+    "AESAM",
+    "ESAM",
+    "GSAM",
+    "MESA",
+    "SAMON",
+    "VARIANTS",
+    "WITHOUT_RHO",
+    "LateSAM",
+    "LookSAM",
+    "RandomSwitchSAM",
+    "VariantSAM",
+    "build_variant",
+    "normalization_parameters",
+    "step_generator",
+]
+
+
+def build_variant(
+    name: str,
+    params: Iterable[Any],
+    *,
+    model: nn.Module,
+    rho: float,
+    adaptive: bool = False,
+    eta: float = 0.0,
+    options: dict[str, Any] | None = None,
+    total_steps: int | None = None,
+    steps_per_epoch: int | None = None,
+    seed: int = 0,
+    base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
+    **base_kwargs: Any,
+) -> SAM:
+    """The variant ``name`` with its paper's hyperparameters from ``options`` (unknown keys: ValueError).
+
+    ``model`` is the plain module (MESA's teacher, SAM-ON's normalization layers); ``total_steps`` and
+    ``steps_per_epoch`` turn schedules in epochs into steps; ``seed`` seeds the per-step draws.
+    """
+    if name not in VARIANTS:
+        raise ValueError(f"optimizer {name!r} is not one of {', '.join(VARIANTS)}")
+    cls = VARIANTS[name]
+    options = dict(options or {})
+    for epoch_key, step_key in _EPOCH_KEYS.items():
+        if epoch_key in options:
+            if steps_per_epoch is None:
+                raise ValueError(f"{name}: {epoch_key} needs steps_per_epoch")
+            value = options.pop(epoch_key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(
+                    f"{name}: {epoch_key}={value!r} is invalid: it must be a number of epochs >= 0"
+                )
+            options[step_key] = round(value * steps_per_epoch)
+    accepted = [
+        p
+        for p in inspect.signature(cls.__init__).parameters
+        if p not in ("self", "params", "base_optimizer", "kwargs", *_RUN_KEYS)
+    ]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        valid = ", ".join(sorted({*accepted, *(_EPOCH_KEYS if name == "mesa" else ())} - {"start_step"}))
+        raise ValueError(
+            f"optimizer.variant has unknown key(s) {unknown} for {name}; valid: {valid or 'none'}"
+        )
+    run = {"model": model, "total_steps": total_steps, "seed": seed}
+    wanted = inspect.signature(cls.__init__).parameters
+    run = {k: v for k, v in run.items() if k in wanted}
+    return cls(params, base_optimizer, rho=rho, adaptive=adaptive, eta=eta, **run, **options, **base_kwargs)

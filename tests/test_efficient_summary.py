@@ -1,0 +1,52 @@
+"""scripts/efficient_summary.py: share of SAM's gain, cost x SGD, Pareto front, on runs with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from fake_data import write_fake_run
+
+from scripts.efficient_summary import load, pareto, summarise
+
+# Per seed: (SGD, SAM, variant) test errors and images/s. The variant keeps half of SAM's gain in mean
+# (SGD mean 6, SAM mean 2, variant mean 4) and trains at 1.25x SGD's time.
+ERRORS = {0: (6.0, 2.0, 4.0), 1: (5.0, 3.0, 4.5), 2: (7.0, 1.0, 3.5)}
+IPS = {"sgd": 400.0, "sam": 200.0, "looksam": 320.0}
+
+
+def write_runs(root):
+    for seed, errors in ERRORS.items():
+        for name, err in zip(("sgd", "sam", "looksam"), errors):
+            write_fake_run(
+                root,
+                f"{name}_{seed}",
+                optimizer=name,
+                seed=seed,
+                test_error=err,
+                images_per_s=IPS[name],
+                wall_time_s=1.0,
+            )
+
+
+def test_share_of_gain_cost_and_front_are_the_defined_quantities(tmp_path):
+    write_runs(tmp_path)
+    rows = {r["optimizer"]: r for r in summarise(load(tmp_path), n_boot=2000)}
+    v = rows["looksam"]
+    assert v["n_seeds"] == 3 and v["test_error_mean"] == pytest.approx(4.0)
+    assert v["share_of_sam_gain"] == pytest.approx((6.0 - 4.0) / (6.0 - 2.0))
+    assert v["cost_x_sgd"] == pytest.approx(1.25) and v["cost_ci95"] == pytest.approx(0.0)
+    assert v["share_ci_low"] <= 0.5 <= v["share_ci_high"] and v["share_ci_low"] < v["share_ci_high"]
+    assert rows["sam"]["share_of_sam_gain"] == pytest.approx(1.0) and rows["sgd"]["share_of_sam_gain"] == 0.0
+    assert not v["meets_goal"]  # 1.25x SGD but only 50% of the gain
+    assert set(pareto(list(rows.values()))) == {"sgd", "sam", "looksam"}
+    assert math.isclose(rows["sam"]["cost_x_sgd"], 2.0)
+
+
+def test_missing_reference_and_duplicate_seeds_are_errors(tmp_path):
+    write_fake_run(tmp_path, "only", optimizer="looksam", seed=0, images_per_s=1.0, wall_time_s=1.0)
+    with pytest.raises(SystemExit, match="needs SGD and SAM"):
+        load(tmp_path)
+    write_fake_run(tmp_path, "again", optimizer="looksam", seed=0, images_per_s=1.0, wall_time_s=1.0)
+    with pytest.raises(SystemExit, match="two runs of looksam seed 0"):
+        load(tmp_path)

@@ -1,0 +1,218 @@
+"""The Table 3 datasets read from tiny files in each real on-disk format; class subsets; CIFAR at another
+resolution.
+
+Every image is one flat grey level that encodes its label (``30 + 60 * label``), so a batch tells us, by
+its pixels alone, whether each image arrived with its own label; the expected labels and counts are the
+ones this file wrote, not the loader's.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from data import DatasetNotFoundError, build_data
+from data.imagenet import IMAGENET_MEAN, IMAGENET_STD
+
+
+def level(label: int) -> int:
+    return 30 + 60 * label
+
+
+def jpg(path, label: int, size=(40, 30)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (level(label),) * 3).save(path, quality=95)
+
+
+def write_flowers(root):
+    from scipy.io import savemat
+
+    base = root / "flowers-102"
+    labels = [1, 2, 1, 3, 2, 3]  # 1-based, image i has labels[i-1]
+    for i, lab in enumerate(labels, start=1):
+        jpg(base / "jpg" / f"image_{i:05d}.jpg", lab - 1)
+    savemat(base / "imagelabels.mat", {"labels": np.array([labels])})
+    savemat(
+        base / "setid.mat",
+        {"trnid": np.array([[1, 2]]), "valid": np.array([[3]]), "tstid": np.array([[4, 5, 6]])},
+    )
+    return [0, 1, 0], [2, 1, 2]  # train (+val) and test labels, 0-based
+
+
+def write_pets(root):
+    base = root / "oxford-iiit-pet"
+    train = [("Abyssinian_1", 1), ("beagle_2", 2), ("Abyssinian_3", 1)]
+    test = [("beagle_4", 2), ("Abyssinian_5", 1)]
+    (base / "annotations").mkdir(parents=True)
+    for split, rows in (("trainval", train), ("test", test)):
+        lines = [f"{name} {lab} {1 + lab % 2} 1" for name, lab in rows]
+        (base / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
+        for name, lab in rows:
+            jpg(base / "images" / f"{name}.jpg", lab - 1)
+    return [0, 1, 0], [1, 0]
+
+
+def _struct(rows):
+    dtype = [(f, "O") for f in ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")]
+    return np.array([(1, 1, 10, 10, cls, fname) for cls, fname in rows], dtype=dtype).reshape(1, -1)
+
+
+def write_cars(root):
+    from scipy.io import savemat
+
+    base = root / "stanford_cars"
+    train = [(1, "00001.jpg"), (2, "00002.jpg"), (3, "00003.jpg")]
+    test = [(3, "00001.jpg"), (1, "00002.jpg")]
+    (base / "devkit").mkdir(parents=True)
+    savemat(
+        base / "devkit" / "cars_meta.mat",
+        {"class_names": np.array([["AM General Hummer", "Acura RL", "Audi R8"]], dtype=object)},
+    )
+    savemat(base / "devkit" / "cars_train_annos.mat", {"annotations": _struct(train)})
+    savemat(base / "cars_test_annos_withlabels.mat", {"annotations": _struct(test)})
+    for folder, rows in (("cars_train", train), ("cars_test", test)):
+        for cls, fname in rows:
+            jpg(base / folder / fname, cls - 1)
+    return [0, 1, 2], [2, 0]
+
+
+def write_aircraft(root):
+    data = root / "fgvc-aircraft-2013b" / "data"
+    variants = ["707-320", "A300B4", "Cessna 172"]
+    train = [("1000001", "A300B4"), ("1000002", "Cessna 172"), ("1000003", "707-320")]
+    test = [("1000004", "Cessna 172")]
+    data.mkdir(parents=True)
+    (data / "variants.txt").write_text("\n".join(variants) + "\n")
+    for split, rows in (("trainval", train), ("test", test)):
+        (data / f"images_variant_{split}.txt").write_text("".join(f"{i} {v}\n" for i, v in rows))
+        for i, v in rows:
+            jpg(data / "images" / f"{i}.jpg", variants.index(v))
+    return [1, 2, 0], [2]
+
+
+def write_food(root):
+    base = root / "food-101"
+    train = {"apple_pie": ["apple_pie/11", "apple_pie/12"], "baklava": ["baklava/21"]}
+    test = {"baklava": ["baklava/22"], "apple_pie": ["apple_pie/13"]}
+    (base / "meta").mkdir(parents=True)
+    classes = sorted(train)
+    for split, meta in (("train", train), ("test", test)):
+        (base / "meta" / f"{split}.json").write_text(json.dumps(meta))
+        for cls, items in meta.items():
+            for item in items:
+                jpg(base / "images" / f"{item}.jpg", classes.index(cls))
+    (base / "meta" / "classes.txt").write_text("\n".join(classes) + "\n")
+    return [0, 0, 1], [1, 0]  # torchvision lists a split's classes in its json order
+
+
+def write_birdsnap(root):
+    for split, rows in (
+        ("train", [("Acadian_Flycatcher", "a.jpg"), ("Zebra_Finch", "b.jpg")]),
+        ("test", [("Zebra_Finch", "c.jpg"), ("Acadian_Flycatcher", "d.jpg")]),
+    ):
+        for cls, name in rows:
+            jpg(root / "birdsnap" / split / cls / name, 0 if cls.startswith("Acadian") else 1)
+    return [0, 1], [0, 1]  # ImageFolder: classes sorted, files sorted within each
+
+
+WRITERS = {
+    "flowers102": write_flowers,
+    "oxford_pets": write_pets,
+    "stanford_cars": write_cars,
+    "fgvc_aircraft": write_aircraft,
+    "food101": write_food,
+    "birdsnap": write_birdsnap,
+}
+
+
+def labels_from_pixels(x: torch.Tensor) -> list[int]:
+    grey = x * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    return [round((g * 255 - 30) / 60) for g in grey.mean(dim=(1, 2, 3)).tolist()]
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_finetuning_dataset_reads_its_real_format(tmp_path, name):
+    train_labels, test_labels = WRITERS[name](tmp_path)
+    bundle = build_data(
+        name,
+        root=tmp_path,
+        batch_size=1,
+        eval_batch_size=2,
+        augment="none",
+        image_size=24,
+        num_workers=0,
+        download=False,
+    )
+    assert bundle.num_train == len(train_labels)
+    assert bundle.image_size == 24 and bundle.in_chans == 3
+    xs, ys = zip(*bundle.test)
+    x, y = torch.cat(xs), torch.cat(ys)
+    assert x.shape == (len(test_labels), 3, 24, 24)
+    assert y.tolist() == test_labels  # in file order
+    assert labels_from_pixels(x) == test_labels  # each image came with its own label
+    bundle.train.set_epoch(0)
+    seen = sorted(int(y) for _, y in bundle.train)
+    assert seen == sorted(train_labels)
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_missing_finetuning_dataset_names_the_layout(tmp_path, name):
+    with pytest.raises(DatasetNotFoundError, match=f"{name}|dataset.root"):
+        build_data(name, root=tmp_path, batch_size=1, num_workers=0, download=False)
+
+
+def test_digits_class_subset_is_relabelled_in_the_given_order():
+    from data.digits import load_digits_split
+
+    _, _, test_x, test_y = load_digits_split()
+    bundle = build_data(
+        "digits", root=".", batch_size=32, eval_batch_size=1000, augment="none", classes=[7, 5]
+    )
+    assert bundle.num_classes == 2
+    ((x, y),) = list(bundle.test)
+    keep = np.isin(test_y, [7, 5])
+    assert y.tolist() == [0 if t == 7 else 1 for t in test_y[keep]]
+    # the images are the kept ones, in order (de-normalise and compare with the raw uint8 digits)
+    raw = x[:, 0] * bundle.std[0] + bundle.mean[0]
+    np.testing.assert_allclose(raw.numpy() * 255, test_x[keep][..., 0], atol=1e-3)
+    with pytest.raises(ValueError, match=r"dataset.classes=\[5, 5\] is invalid"):
+        build_data("digits", root=".", batch_size=32, classes=[5, 5])
+    with pytest.raises(ValueError, match=r"in \[0, 10\)"):
+        build_data("digits", root=".", batch_size=32, classes=[3, 10])
+
+
+def test_image_size_upsamples_every_batch_bilinearly():
+    native = build_data("digits", root=".", batch_size=32, eval_batch_size=64, augment="none")
+    big = build_data("digits", root=".", batch_size=32, eval_batch_size=64, augment="none", image_size=20)
+    (x8, _), (x20, _) = next(iter(native.test)), next(iter(big.test))
+    assert x20.shape == (64, 1, 20, 20) and big.image_size == 20
+    from torchvision.transforms.functional import InterpolationMode, resize
+
+    expected = resize(x8, [20, 20], interpolation=InterpolationMode.BILINEAR, antialias=False)
+    torch.testing.assert_close(x20, expected)
+    assert not torch.equal(x20, F.interpolate(x8, size=(20, 20), mode="nearest"))
+
+
+def test_train_repeats_make_an_epoch_of_consecutive_passes_and_resume_mid_epoch():
+    base = build_data("digits", root=".", batch_size=256, augment="basic", seed=3)
+    rep = build_data("digits", root=".", batch_size=256, augment="basic", seed=3, train_repeats=3)
+    per_pass = len(base.train)
+    assert len(rep.train) == 3 * per_pass
+    rep.train.set_epoch(2)
+    got = list(rep.train)
+    expected = []
+    for p in range(3):  # epoch 2 of the repeated loader = epochs 6, 7, 8 of the plain one
+        base.train.set_epoch(2 * 3 + p)
+        expected += list(base.train)
+    assert len(got) == len(expected) == 3 * per_pass
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(got, expected))
+    k = per_pass + 2  # resume inside the second pass
+    rep.train.set_epoch(2, start_batch=k)
+    resumed = list(rep.train)
+    assert len(resumed) == len(got) - k
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(resumed, got[k:]))
+    with pytest.raises(ValueError, match="train_repeats=0"):
+        build_data("digits", root=".", batch_size=256, train_repeats=0)

@@ -1,0 +1,139 @@
+"""SAM inside Hugging Face Accelerate (issue 12, items 7-9): the README's recipes through a real Accelerator
+and its optimizer wrapper, compared with our two-call loop (tests/framework_reference.py) bit for bit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from framework_reference import (
+    BATCH,
+    assert_same_state,
+    data,
+    data_with_an_overflow,
+    gradscaler_two_call_reference,
+    make_sam,
+    net,
+    two_call_reference,
+)
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+accelerate = pytest.importorskip("accelerate")  # the [dev] extra; importing it takes over 5 s on 2 cores
+from accelerate.state import AcceleratorState, GradientState  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def make_accelerator():
+    """A fresh Accelerator per test: its state is a process-wide singleton, reset afterwards."""
+
+    def make(fp16_scaler: float | None = None, **kwargs) -> accelerate.Accelerator:
+        accelerator = accelerate.Accelerator(cpu=True, **kwargs)
+        if fp16_scaler is not None:  # what mixed_precision="fp16" sets up on a GPU, reproduced on CPU
+            accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=fp16_scaler)
+        return accelerator
+
+    yield make
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def prepared(accelerator, x=None, y=None):
+    model = net()
+    optimizer = make_sam(model.parameters(), model=model)  # model=: BatchNorm statistics from pass 1
+    x, y = data() if x is None else (x, y)
+    loader = DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=False)
+    return accelerator.prepare(model, optimizer, loader)
+
+
+def closure_recipe(accelerator, model, optimizer, loader) -> list[torch.Tensor]:
+    sam = optimizer.optimizer  # Accelerate's wrapper returns None from step(): log the loss in the closure
+    losses = []
+    for x, y in loader:
+
+        def closure(x=x, y=y):
+            loss = nn.functional.cross_entropy(model(x), y)
+            accelerator.backward(loss)
+            if not sam.is_perturbed:
+                losses.append(loss.detach())  # the loss at w
+            return loss
+
+        optimizer.step(closure)
+        optimizer.zero_grad()
+    return losses
+
+
+def two_call_recipe(accelerator, model, optimizer, loader) -> None:
+    sam = optimizer.optimizer  # Accelerate's wrapper hides first_step; its step() ends the SAM step
+    for x, y in loader:
+        accelerator.backward(nn.functional.cross_entropy(model(x), y))
+        sam.first_step(zero_grad=True)
+        accelerator.backward(nn.functional.cross_entropy(model(x), y))
+        optimizer.step()  # fp16: unscales, then SAM's step; skipped on an overflow
+        if optimizer.step_was_skipped:
+            sam.restore()  # a skipped step leaves w + e(w)
+        optimizer.zero_grad()
+
+
+def test_closure_recipe_through_the_wrapper_is_exact(make_accelerator):
+    expected, expected_losses = two_call_reference()
+    accelerator = make_accelerator()
+    model, optimizer, loader = prepared(accelerator)
+    losses = closure_recipe(accelerator, model, optimizer, loader)
+    assert_same_state(accelerator.unwrap_model(model), expected)
+    assert len(losses) == len(expected_losses)
+    assert all(torch.equal(a, b) for a, b in zip(losses, expected_losses))
+
+
+def test_two_call_recipe_through_the_wrapper_is_exact(make_accelerator):
+    expected, _ = two_call_reference()
+    accelerator = make_accelerator()
+    model, optimizer, loader = prepared(accelerator)
+    two_call_recipe(accelerator, model, optimizer, loader)
+    assert_same_state(accelerator.unwrap_model(model), expected)
+
+
+@pytest.mark.parametrize("recipe", ["closure", "two_call"])
+def test_gradient_accumulation_is_refused(make_accelerator, recipe):
+    accelerator = make_accelerator(gradient_accumulation_steps=2)
+    model, optimizer, loader = prepared(accelerator)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(RuntimeError, match=r"gradient_accumulation_steps=2.*never be trained on"):
+        for x, y in loader:
+            with accelerator.accumulate(model):
+                if recipe == "closure":
+                    optimizer.step(
+                        lambda x=x, y=y: accelerator.backward(nn.functional.cross_entropy(model(x), y))
+                    )
+                else:
+                    accelerator.backward(nn.functional.cross_entropy(model(x), y))
+                    optimizer.optimizer.first_step(zero_grad=True)
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+def test_fp16_two_call_recipe_equals_a_gradscaler_loop_and_survives_an_overflow(make_accelerator):
+    x, y = data_with_an_overflow()
+    accelerator = make_accelerator(fp16_scaler=2.0**8, mixed_precision="fp16")
+    model, optimizer, loader = prepared(accelerator, x, y)
+    two_call_recipe(accelerator, model, optimizer, loader)
+    expected, skipped = gradscaler_two_call_reference(x, y, 2.0**8, None)  # no autocast on CPU
+    assert skipped == [False, False, True, False]
+    assert_same_state(accelerator.unwrap_model(model), expected)
+
+
+def test_fp16_closure_is_refused(make_accelerator):
+    accelerator = make_accelerator(fp16_scaler=2.0**8, mixed_precision="fp16")
+    model, optimizer, loader = prepared(accelerator)
+    x, y = next(iter(loader))
+    closure = lambda: accelerator.backward(nn.functional.cross_entropy(model(x), y))  # noqa: E731
+    before = [p.detach().clone() for p in model.parameters()]
+    # Closure alone: Accelerate's GradScaler finds nothing to unscale and asserts before calling us.
+    with pytest.raises(AssertionError, match=r"_scale is None|No inf checks"):
+        optimizer.step(closure)
+    # Gradients at w first (davda54's pattern): the scaler unscales them and calls SAM.step, which
+    # refuses rather than let the closure's scaled gradient reach the base optimizer.
+    accelerator.backward(nn.functional.cross_entropy(model(x), y))
+    with pytest.raises(RuntimeError, match=r"mixed_precision='fp16'.*bf16.*manual two-call recipe"):
+        optimizer.step(closure)
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))

@@ -1,0 +1,178 @@
+"""SAM inside PyTorch Lightning (issue 12, items 1-6): the README's recipes driven by a real Trainer, compared
+with our two-call loop (tests/framework_reference.py) bit for bit: weights and BatchNorm buffers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from framework_reference import (
+    BATCH,
+    STEPS,
+    assert_same_state,
+    batches,
+    data,
+    data_with_an_overflow,
+    gradscaler_two_call_reference,
+    make_sam,
+    net,
+    two_call_reference,
+)
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from sam import frozen_bn_stats
+
+L = pytest.importorskip("lightning")  # the [dev] extra; importing it alone takes over 5 s on 2 cores
+from lightning.pytorch.plugins.precision import MixedPrecision  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+class AutomaticSAM(L.LightningModule):
+    """The README's automatic-optimization recipe."""
+
+    def __init__(self, scheduler: bool = False) -> None:
+        super().__init__()
+        self.net = net()
+        self.scheduler = scheduler
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.cross_entropy(self(x), y)
+        if not self.optimizers().is_perturbed:  # Lightning calls this twice per step: log the loss at w
+            self.log("train_loss", loss, on_step=True, on_epoch=True)
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = make_sam(self.parameters(), model=self)  # model=: BatchNorm statistics from pass 1
+        if not self.scheduler:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1, 0.5)  # attached to SAM itself
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class ManualSAM(AutomaticSAM):
+    """The README's manual-optimization recipe: our two calls, counted as Lightning steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        optimizer = self.optimizers()
+        loss = nn.functional.cross_entropy(self(x), y)
+        self.manual_backward(loss)
+        optimizer.first_step(zero_grad=True)
+        self.manual_backward(nn.functional.cross_entropy(self(x), y))
+        optimizer.second_step(zero_grad=True)  # through Lightning's step(): global_step counts it
+        self.log("train_loss", loss)
+
+
+class RecordLoss(L.Callback):
+    def __init__(self) -> None:
+        self.losses: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(trainer.callback_metrics["train_loss_step"].clone())
+
+
+def loader() -> DataLoader:
+    return DataLoader(TensorDataset(*data()), batch_size=BATCH, shuffle=False)
+
+
+def fit(module: L.LightningModule, **trainer_kwargs) -> L.Trainer:
+    kwargs = dict(
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        enable_checkpointing=False,
+    )
+    trainer = L.Trainer(**{**kwargs, **trainer_kwargs})
+    trainer.fit(module, loader())
+    return trainer
+
+
+def test_automatic_recipe_with_scheduler_on_sam_is_exact_and_logs_the_loss_at_w():
+    expected, expected_losses = two_call_reference(scheduler=True)
+    record = RecordLoss()
+    module = AutomaticSAM(scheduler=True)
+    trainer = fit(module, callbacks=[record])
+    assert_same_state(module.net, expected)  # items 1 and 2: scheduler accepted, statistics once
+    assert int(module.net[1].num_batches_tracked) == STEPS
+    assert trainer.global_step == STEPS
+    assert [float(v) for v in record.losses] == [float(v) for v in expected_losses]  # item 3
+    torch.testing.assert_close(
+        trainer.callback_metrics["train_loss_epoch"], torch.stack(expected_losses).mean()
+    )
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**STEPS)
+
+
+def test_accumulate_grad_batches_is_refused():
+    with pytest.raises(RuntimeError, match=r"accumulate_grad_batches > 1\) is not SAM"):
+        fit(AutomaticSAM(), accumulate_grad_batches=2)
+
+
+def test_manual_recipe_counts_steps_stops_at_max_steps_and_checkpoints(tmp_path):
+    expected, _ = two_call_reference(steps=3)
+    module = ManualSAM()
+    checkpoints = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1, save_top_k=-1)
+    trainer = fit(module, max_steps=3, enable_checkpointing=True, callbacks=[checkpoints])
+    assert trainer.global_step == 3  # item 5: was 0 with first_step/second_step, so max_steps never stopped
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"epoch=0-step={s}.ckpt" for s in (1, 2, 3)]
+    assert_same_state(module.net, expected)
+
+
+def fp16_on_cpu(scale: float = 2.0**8) -> MixedPrecision:
+    """Lightning's fp16 plugin with a CPU GradScaler: the GPU code path, reproduced on CPU."""
+    return MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=scale))
+
+
+def test_fp16_automatic_optimization_is_refused_naming_bf16_and_the_manual_recipe():
+    module = AutomaticSAM()
+    before = [p.detach().clone() for p in module.parameters()]
+    with pytest.raises(ValueError, match=r"precision='16-mixed'.*bf16.*manual two-call recipe"):
+        fit(module, plugins=[fp16_on_cpu()])
+    assert all(torch.equal(p, b) for p, b in zip(module.parameters(), before))  # refused before any update
+
+
+def test_fp16_manual_recipe_equals_a_gradscaler_two_call_loop_and_survives_an_overflow():
+    x, y = data_with_an_overflow()
+    module = ManualSAM()
+    trainer = L.Trainer(
+        max_epochs=1, accelerator="cpu", devices=1, enable_progress_bar=False, enable_model_summary=False,
+        logger=False, enable_checkpointing=False, plugins=[fp16_on_cpu(2.0**8)],
+    )  # fmt: skip
+    trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=False))
+    expected, skipped = gradscaler_two_call_reference(x, y, 2.0**8, torch.float16)
+    assert skipped == [False, False, True, False]
+    assert_same_state(module.net, expected)
+    assert not any(torch.isnan(p).any() for p in module.parameters())  # the skipped step kept w
+    assert trainer.global_step == STEPS  # Lightning counts a step its scaler skipped, as for any optimizer
+
+
+def test_gradient_clipping_matches_clipping_the_sam_gradient_to_round_off():
+    """Lightning clips after every closure call, pass 1's too: e(w) comes from the clipped gradient, which has
+    the same direction, so the result equals clipping only the SAM gradient up to round-off, not bitwise."""
+    clip = 0.3
+    module = AutomaticSAM()
+    fit(module, gradient_clip_val=clip)
+    model = net()
+    optimizer = make_sam(model.parameters())
+    norms = []
+    for x, y in batches():
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.first_step(zero_grad=True)
+        with frozen_bn_stats(model):
+            nn.functional.cross_entropy(model(x), y).backward()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip)))
+        optimizer.second_step(zero_grad=True)
+    assert min(norms) > clip  # clipping acted on every step
+    for (name, a), b in zip(module.net.state_dict().items(), model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7, msg=name)
