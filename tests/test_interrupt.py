@@ -25,8 +25,13 @@ def test_ctrl_c_checkpoints_exits_130_in_one_line_and_resumes_exactly(tmp_path):
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
     ref, stopped = run_many(
         [
-            {"args": B, "run_dir": ref_dir},
-            {"args": B, "run_dir": run_dir, "fault": "step:3:INT"},  # tests/faults.py sends a real SIGINT
+            {"args": B, "run_dir": ref_dir, "timeout": 600},
+            {
+                "args": B,
+                "run_dir": run_dir,
+                "fault": "step:3:INT",
+                "timeout": 600,
+            },  # tests/faults.py sends a real SIGINT
         ]
     )
     assert ref.returncode == 0, ref.output
@@ -38,7 +43,7 @@ def test_ctrl_c_checkpoints_exits_130_in_one_line_and_resumes_exactly(tmp_path):
     assert (run_dir / "checkpoints" / "last.pt").exists()
     assert not (run_dir / "results.json").exists()
 
-    resumed = run_train(B, run_dir)
+    resumed = run_train(B, run_dir, timeout=600)
     assert resumed.returncode == 0, resumed.output
     assert metrics_records(run_dir) == metrics_records(ref_dir)
     assert results_numbers(run_dir) == results_numbers(ref_dir)
