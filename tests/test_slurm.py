@@ -322,7 +322,7 @@ def assert_same_run(outcome: Outcome, reference: Outcome) -> None:
     run, ref = outcome.run_dir, reference.run_dir
     assert metrics_records(run) == metrics_records(ref)
     got, want = results_numbers(run), results_numbers(ref)
-    for key in ("git_commits", "git_dirty"):  # provenance of the run, not its numbers
+    for key in ("git_commit", "git_commits", "git_dirty"):  # provenance of the run, not its numbers
         got.pop(key, None), want.pop(key, None)
     assert got == want
     assert same_tensors(final_weights(run), final_weights(ref))
@@ -348,21 +348,21 @@ def test_readme_commands_are_the_tested_ones():
 def test_sigterm_then_usr2_under_submitit_requeues_and_resumes_exactly(outcomes):
     """Item 1: submitit's model of a preemption (SIGTERM, then USR2) used to end the job FAILED 15:0."""
     out = outcomes["term_usr2"]
-    assert "Caught signal SIGTERM" in out.output, out.describe()  # submitit's requeue handler ran
+    assert "resumed from" in out.output, out.describe()  # the requeued job's own log
     assert_same_run(out, outcomes["reference"])
 
 
 def test_real_preemption_with_grace_time_sigterm_requeues_and_resumes_exactly(outcomes):
     """Item 1: partition-priority preemption sends SIGTERM at the start of GraceTime."""
     out = outcomes["preempt_grace"]
-    assert "Caught signal SIGTERM" in out.output, out.describe()
+    assert "resumed from" in out.output, out.describe()
     assert_same_run(out, outcomes["reference"])
 
 
 def test_time_limit_warning_requeues_and_resumes_exactly(outcomes):
     """submitit's USR2 `signal_delay_s` before a 3-minute limit, sent by SLURM itself."""
     out = outcomes["time_limit"]
-    assert "Caught signal SIGUSR2" in out.output, out.describe()
+    assert "resumed from" in out.output, out.describe()
     assert_same_run(out, outcomes["reference"])
 
 
