@@ -26,12 +26,14 @@ OUT=${OUT:-runs/gpu_check/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 
 if [ "$DEVICE" = cpu ]; then  # dry run: tiny sizes, same code paths
-  SAM_ARGS=(--device cpu --model resnet18 --batch-size 16 --m 8 --rounds 1 --warmup 0 --threads 2)
+  SAM_ARGS=(--device cpu --model resnet18 --batch-size 16 --m 8 --rounds 1 --warmup 0 --threads 2 --no-memory)
+  FP16=fp32  # fp16 needs CUDA: the dry run takes the same path in fp32
   TRAIN_ARGS=(--device cpu --batch-size 16 --batches 2 --rounds 1 --depth 10 --widen-factor 1 --threads 2)
   DATA_ARGS=(--device cpu --num-images 512 --batch-size 64 --repeats 1 --workers 1)
   WRN_ARGS=(--device cpu --depth 10 --widen-factor 1 --batch-size 8 --steps 2 --warmup 1)
 else
   SAM_ARGS=(--device "$DEVICE" --m 32)
+  FP16=fp16
   TRAIN_ARGS=(--device "$DEVICE")
   DATA_ARGS=(--device "$DEVICE")
   WRN_ARGS=(--device "$DEVICE" --batch-size 128 --steps 20 --warmup 5)
@@ -39,8 +41,8 @@ fi
 
 STEPS=(
   "pytest_gpu|$PY -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py"
-  "bench_sam_bf16|$PY scripts/bench_sam.py ${SAM_ARGS[*]} --precision bf16"
-  "bench_sam_fp16|$PY scripts/bench_sam.py ${SAM_ARGS[*]} --precision fp16"
+  "bench_sam_bf16|$PY scripts/bench_sam.py ${SAM_ARGS[*]} --variants sgd,sam,asam,chunked --precision bf16"
+  "bench_sam_fp16|$PY scripts/bench_sam.py ${SAM_ARGS[*]} --variants sgd,sam,asam,chunked --precision $FP16"
   "bench_train|$PY scripts/bench_train.py ${TRAIN_ARGS[*]}"
   "bench_data|$PY scripts/bench_data.py ${DATA_ARGS[*]}"
   "wrn28_10_bf16_cl|$PY scripts/bench_wrn.py ${WRN_ARGS[*]} --precision bf16 --channels-last"
