@@ -160,6 +160,7 @@ def build(cfg: DictConfig, ctx: DistContext) -> Objects:
         autoaugment_cutout=cfg.dataset.autoaugment_cutout,
         autoaugment_policy=cfg.dataset.autoaugment_policy,
         preprocessing=cfg.dataset.preprocessing,
+        svhn_extra=cfg.dataset.svhn_extra is not False,
         classes=cfg.dataset.get("classes"),
         image_size=cfg.dataset.get("image_size"),
         train_repeats=cfg.dataset.get("train_repeats") or 1,

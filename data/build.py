@@ -31,6 +31,15 @@ from data.imagenet import (
 from data.label_noise import flip_labels
 from data.resolution import RepeatedLoader, ResizedLoader, file_transform
 from data.splits import train_val_split
+from data.svhn_fashion import (
+    FASHION_CLASSES,
+    FASHION_MEAN,
+    FASHION_STD,
+    SVHN_MEAN,
+    SVHN_STD,
+    load_fashion_mnist,
+    load_svhn,
+)
 from data.tensor_loader import TensorLoader
 from data.torch_loader import (
     ArrayImages,
@@ -41,7 +50,7 @@ from data.torch_loader import (
     array_transform,
 )
 
-DATASETS = ("cifar10", "cifar100", "imagenet", "digits", *FINEGRAINED_DATASETS)
+DATASETS = ("cifar10", "cifar100", "imagenet", "digits", "svhn", "fashion_mnist", *FINEGRAINED_DATASETS)
 LOADERS = ("auto", "tensor", "torchvision")
 # Flips change digits (and the official ImageNet recipe has no cutout/AutoAugment here), so fewer choices.
 DATASET_AUGMENTS = {
@@ -49,6 +58,8 @@ DATASET_AUGMENTS = {
     "cifar100": AUGMENTS,
     "digits": ("none", "basic"),
     "imagenet": ("none", "basic"),
+    "svhn": AUGMENTS,  # Table 5: basic, and its SVHN AutoAugment policy + cutout
+    "fashion_mnist": ("none", "basic", "cutout"),  # Table 5's "auto augment" row is cutout only
     **{name: ("none", "basic") for name in FINEGRAINED_DATASETS},
 }
 FINETUNE_SIZE = 224  # default resolution of the finetuning datasets (dataset.image_size)
@@ -97,7 +108,21 @@ class _Raw:
     file_transform: Callable[[AugmentSpec], Callable] | None = None  # image-file datasets (else ImageNet's)
 
 
-def _load(name: str, root: str | Path, download: bool, image_size: int | None = None) -> _Raw:
+def _load_table5(name: str, root: str | Path, download: bool, svhn_extra: bool) -> _Raw:
+    """SVHN / Fashion-MNIST arrays; crop (4 px reflect) and flip as the official code's basic augmentation."""
+    if name == "svhn":
+        train_x, train_y, test_x, test_y = load_svhn(root, download=download, extra=svhn_extra)
+        names = tuple(str(d) for d in range(10))
+        return _Raw(train_x, train_y, test_x, test_y, 10, 3, 32, SVHN_MEAN, SVHN_STD, names, 4, True)
+    train_x, train_y, test_x, test_y = load_fashion_mnist(root, download=download)
+    return _Raw(
+        train_x, train_y, test_x, test_y, 10, 1, 28, FASHION_MEAN, FASHION_STD, FASHION_CLASSES, 4, True
+    )
+
+
+def _load(
+    name: str, root: str | Path, download: bool, image_size: int | None = None, svhn_extra: bool = True
+) -> _Raw:
     if name in FINEGRAINED_DATASETS:
         f = load_finegrained(name, root, download)
         size = image_size or FINETUNE_SIZE
@@ -113,6 +138,8 @@ def _load(name: str, root: str | Path, download: bool, image_size: int | None = 
         return _Raw(
             train_x, train_y, test_x, test_y, spec.num_classes, 3, 32, spec.mean, spec.std, names, 4, True
         )
+    if name in ("svhn", "fashion_mnist"):
+        return _load_table5(name, root, download, svhn_extra)
     if name == "digits":
         train_x, train_y, test_x, test_y = load_digits_split()
         mean, std = digits_stats(train_x)
@@ -226,6 +253,7 @@ def build_data(
     autoaugment_cutout: bool = False,
     autoaugment_policy: str = "official",
     preprocessing: str = "official",
+    svhn_extra: bool = True,
     classes: Sequence[int] | None = None,
     image_size: int | None = None,
     train_repeats: int = 1,
@@ -267,7 +295,7 @@ def build_data(
     if num_workers < 0:
         raise ValueError(f"num_workers={num_workers} must be >= 0")
 
-    raw = _select(_load(name, root, download, image_size), classes)
+    raw = _select(_load(name, root, download, image_size, svhn_extra), classes)
     train_idx, val_idx = train_val_split(len(raw.train_labels), val_fraction, seed)
     clean = raw.train_labels[train_idx]
     noisy = flip_labels(clean, label_noise, raw.num_classes, seed)

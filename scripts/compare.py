@@ -14,6 +14,10 @@ job directories without a results.json. Unreadable results.json files are report
 Runs with an evaluation.json (scripts/evaluate.py) add a "beyond test error" table: ECE, NLL, feature
 rank, linear-probe and corruption error per cell, mean ± 95% CI over seeds.
 
+Table 1's SGD cells are the paper's best of N and 2N epochs (Sec. 3.1): where our runs have both halves
+(the *_sgd and *_sgd_2n experiment files), a section (CSV status best_of_n_and_2n) gives the better mean,
+which half won, and its difference to the paper, beside each half's own row.
+
     --csv          print CSV instead of Markdown (one row per cell; status matched|no_paper_cell|missing,
                    and one row per run that failed (failed_run: NaN/inf test error) or has no results.json
                    (missing_run))
@@ -31,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, scripts/
 
+from scripts.best_of_epochs import best_of_markdown, best_of_n_and_2n
 from scripts.evaluation_table import evaluation_markdown
 from scripts.paper_tables import (
     TABLE_FILES,
@@ -59,6 +64,8 @@ CSV_COLUMNS = (
     "paper_rho",
     "diff_test_error",
     "diff_test_error_top5",
+    "best_of",
+    "best_epochs",
 )
 
 
@@ -273,10 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     rows, missing = build_rows(runs, args.tables)
     unfinished = unfinished_rows(args.runs_dir)
     failures = failed_rows(failed)
+    best_of = best_of_n_and_2n(rows)  # Table 1's SGD statistic: the better of N and 2N epochs
     if args.csv:
-        text = to_csv(rows, [*failures, *unfinished, *missing])
+        best_rows = [{**p, "status": "best_of_n_and_2n"} for p in best_of]
+        text = to_csv(rows, [*best_rows, *failures, *unfinished, *missing])
     else:
         text = to_markdown(rows, missing, args.runs_dir, len(runs))
+        text += "\n".join(["", *best_of_markdown(best_of)]) if best_of else ""
         text += "\n".join(["", *failed_markdown(failures)]) if failures else ""
         text += "\n".join(["", *unfinished_markdown(unfinished)]) if unfinished else ""
         extra = evaluation_markdown(runs)  # runs with an evaluation.json (scripts/evaluate.py)

@@ -160,7 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         sh([py, "scripts/evaluate.py", *fine], log)
     if run("summarise"):
         sh([sys.executable, "scripts/summarise_transfer.py", str(runs), "--out", str(args.out)], log)
-    print(f"done in {(time.monotonic() - started) / 60:.1f} min; runs in {runs}", flush=True)
+    t = os.times()
+    cpu = (t.children_user + t.children_system) / 60
+    print(
+        f"done in {(time.monotonic() - started) / 60:.1f} min wall, {cpu:.1f} CPU-min (all commands); runs in {runs}",
+        flush=True,
+    )
     return 0
 
 

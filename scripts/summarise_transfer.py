@@ -23,7 +23,7 @@ from pathlib import Path
 
 from scipy import stats
 
-METRICS = (  # (key in the record, label, lower is better)
+METRICS = (  # (key in the record, label)
     ("test_error", "test error (%)"),
     ("probe_error", "linear-probe error on 5-9 (%)"),
     ("rank", "feature rank (99% variance)"),
@@ -31,6 +31,7 @@ METRICS = (  # (key in the record, label, lower is better)
     ("nll", "NLL (nats)"),
     ("corruption_error", "mean corruption error (%)"),
 )
+DIGITS = {"nll": 4}  # decimals shown (default 2)
 
 
 def ci95(values: list[float]) -> tuple[float, float]:
@@ -45,13 +46,11 @@ def paired(sam: dict[int, float], sgd: dict[int, float]) -> dict:
     seeds = sorted(set(sam) & set(sgd))
     diffs = [sam[s] - sgd[s] for s in seeds]
     mean, half = ci95(diffs)
-    p = (
-        float(stats.ttest_rel([sam[s] for s in seeds], [sgd[s] for s in seeds]).pvalue)
-        if len(seeds) > 1
-        else math.nan
-    )
-    if math.isnan(p):  # identical pairs: no variance
-        p = 1.0 if mean == 0 else 0.0
+    spread = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+    if spread > 1e-12 * max(1.0, abs(mean)):
+        p = float(stats.ttest_rel([sam[s] for s in seeds], [sgd[s] for s in seeds]).pvalue)
+    else:  # identical differences (or one pair): nothing to test against
+        p = 1.0 if abs(mean) <= 1e-12 else 0.0
     return {"n": len(seeds), "diff": mean, "ci": half, "p": p, "significant": abs(mean) > half}
 
 
@@ -147,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         ma, ha = ci95(list(a.values()))
         mb, hb = ci95(list(b.values()))
         md.append(
-            f"| {label} | {fmt(ma, ha)} | {fmt(mb, hb)} | {d['diff']:+.2f} ± {d['ci']:.2f} | {d['p']:.3f} | {'yes' if d['significant'] else 'no'} |"
+            f"| {label} | {fmt(ma, ha, DIGITS.get(key, 2))} | {fmt(mb, hb, DIGITS.get(key, 2))} | {d['diff']:+.{DIGITS.get(key, 2)}f} ± {d['ci']:.{DIGITS.get(key, 2)}f} | {d['p']:.3f} | {'yes' if d['significant'] else 'no'} |"
         )
         rows.append(
             {
@@ -242,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 d = paired(arm(b, metric), arm(a, metric))
                 md.append(
-                    f"| {label} | {metric} | {d['diff']:+.2f} ± {d['ci']:.2f} | {d['p']:.3f} | {'yes' if d['significant'] else 'no'} |"
+                    f"| {label} | {metric} | {d['diff']:+.{DIGITS.get(metric, 2)}f} ± {d['ci']:.{DIGITS.get(metric, 2)}f} | {d['p']:.3f} | {'yes' if d['significant'] else 'no'} |"
                 )
                 rows.append(
                     {
@@ -256,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             if not members or members[0]["ece"] is None:
                 continue
             parts = [
-                fmt(*ci95([r[k] for r in members]))
+                fmt(*ci95([r[k] for r in members]), DIGITS.get(k, 2))
                 for k in ("ece", "nll", "rank", "corruption_error")
                 if members[0][k] is not None
             ]

@@ -7,7 +7,7 @@ import math
 import pytest
 from fake_data import write_fake_run
 
-from scripts.efficient_summary import load, pareto, summarise
+from scripts.efficient_summary import bench_costs, load, pareto, summarise
 
 # Per seed: (SGD, SAM, variant) test errors and images/s. The variant keeps half of SAM's gain in mean
 # (SGD mean 6, SAM mean 2, variant mean 4) and trains at 1.25x SGD's time.
@@ -50,3 +50,20 @@ def test_missing_reference_and_duplicate_seeds_are_errors(tmp_path):
     write_fake_run(tmp_path, "again", optimizer="looksam", seed=0, images_per_s=1.0, wall_time_s=1.0)
     with pytest.raises(SystemExit, match="two runs of looksam seed 0"):
         load(tmp_path)
+
+
+def test_bench_costs_replace_the_study_time_when_given(tmp_path):
+    write_runs(tmp_path / "runs")
+    log = tmp_path / "bench.log"
+    log.write_text(
+        "noise\nvariant           mean ms/step   x SGD  SAM steps  (efficient family, mean over rounds)\n"
+        "sgd                      133.3    1.00\nsam                      269.5    2.02\n"
+        "looksam                  163.4    1.23     20/100\n\nafter the run: load average 1\n"
+    )
+    assert bench_costs(log) == {"sgd": 1.0, "sam": 2.02, "looksam": 1.23}
+    rows = {r["optimizer"]: r for r in summarise(load(tmp_path / "runs"), n_boot=200, bench=bench_costs(log))}
+    assert rows["looksam"]["cost_x_sgd"] == 1.23 and rows["looksam"]["study_time_x_sgd"] == pytest.approx(
+        1.25
+    )
+    with pytest.raises(SystemExit, match="no 'mean ms/step' table"):
+        bench_costs(tmp_path / "runs" / "sgd_0" / "results.json")

@@ -1,4 +1,4 @@
-"""analysis/: each metric of scripts/evaluate.py against an independent computation.
+"""scripts/evaluation/: each metric of scripts/evaluate.py against an independent computation.
 
 ECE and NLL on hand-made predictions worked out by hand; feature rank on features built with a known
 rank and known variances; the probe on a linearly separable set (0 error) and on pure noise (chance);
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.calibration import calibration_bins, calibration_report, expected_calibration_error
-from analysis.corruptions import FAMILIES, corrupt, read_corrupted
-from analysis.features import feature_rank, linear_probe, logits_and_features
+from scripts.evaluation.calibration import calibration_bins, calibration_report, expected_calibration_error
+from scripts.evaluation.corruptions import FAMILIES, corrupt, read_corrupted
+from scripts.evaluation.features import feature_rank, linear_probe, logits_and_features
 
 
 # ------------------------------------------------------------------------------------------ calibration
@@ -204,3 +204,37 @@ def test_cifar10_c_files_are_read_in_their_on_disk_layout(tmp_path):
     np.save(d / "bad.npy", images[:7])
     with pytest.raises(ValueError, match=r"bad\.npy"):
         read_corrupted(tmp_path, "cifar10")
+
+
+class AlwaysClass(torch.nn.Module):
+    """Predicts one class whatever the image: its error on a set is the share of other labels."""
+
+    def __init__(self, k: int, num_classes: int):
+        super().__init__()
+        self.k, self.num_classes = k, num_classes
+
+    def forward(self, x):
+        return torch.nn.functional.one_hot(torch.full((x.shape[0],), self.k), self.num_classes).float()
+
+
+def test_corruption_errors_read_cifar10_c_files_per_severity_and_respect_a_class_subset(tmp_path):
+    from data.build import DatasetArrays
+    from scripts.evaluation.run_evaluation import EvalOptions, corruption_errors
+
+    d = tmp_path / "CIFAR-10-C"
+    d.mkdir()
+    test_labels = np.array([0, 3, 3, 7], dtype=np.uint8)
+    np.save(d / "labels.npy", np.tile(test_labels, 5))
+    np.save(d / "contrast.npy", np.zeros((20, 32, 32, 3), np.uint8))
+    arrays = DatasetArrays(
+        np.zeros((4, 32, 32, 3), np.uint8), test_labels.astype(np.int64), np.zeros((4, 32, 32, 3), np.uint8),
+        test_labels.astype(np.int64), 10, (0.5,) * 3, (0.25,) * 3, tuple("0123456789"),
+    )  # fmt: skip
+    result = corruption_errors(AlwaysClass(3, 10), arrays, "cifar10", str(tmp_path), None, EvalOptions())
+    assert "files under" in result["source"] and result["not_implemented"] == []
+    assert result["families"]["contrast"] == {str(s): 50.0 for s in range(1, 6)}  # labels 0 and 7 are wrong
+    # a run trained on classes [3, 7] (relabelled 0, 1): label 0 images are dropped, 3 -> 0, 7 -> 1
+    subset = corruption_errors(
+        AlwaysClass(0, 2), arrays, "cifar10", str(tmp_path), None, EvalOptions(), [3, 7]
+    )
+    assert subset["families"]["contrast"]["1"] == pytest.approx(100 / 3)

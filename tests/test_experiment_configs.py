@@ -60,6 +60,7 @@ T1_NAMES = {
     for aug in AUGMENTS
     for opt in ("sam", "sgd")
 }
+T1_2N_NAMES = {f"{n}_2n" for n in T1_NAMES if n.endswith("_sgd")}  # the 2N half of each SGD baseline
 T2_NAMES = {
     f"imagenet_{model}_{ep}ep_{opt}"
     for model in ("resnet50", "resnet101", "resnet152")
@@ -67,7 +68,22 @@ T2_NAMES = {
     for opt in ("sam", "sgd")
 }
 T4_NAMES = {f"cifar10_resnet32_noise{pct}_{opt}" for pct in (20, 40, 60, 80) for opt in ("sam", "sgd")}
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "digits": 10}
+T5_NAMES = {
+    f"{ds}_{model}_{aug}_{opt}"
+    for ds in ("svhn", "fashion_mnist")
+    for model in ("wrn28_10", "shake_shake_26_2x96d")
+    for aug in ("basic", "autoaugment")  # the paper's row labels
+    for opt in ("sam", "sgd")
+}
+# Paper Table 7 (App. C.1): (lr, weight decay, rho) per dataset and model.
+TABLE7 = {
+    ("svhn", "wrn28_10"): (0.01, 5e-4, 0.01),
+    ("svhn", "shake_shake_26_2x96d"): (0.01, 5e-4, 0.01),
+    ("fashion_mnist", "wrn28_10"): (0.1, 5e-4, 0.05),
+    ("fashion_mnist", "shake_shake_26_2x96d"): (0.1, 5e-4, 0.02),
+}
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "digits": 10, "svhn": 10, "fashion_mnist": 10}
+IN_CHANS = {"fashion_mnist": 1, "digits": 1}
 # Published parameter counts of the paper's models (WRN, Shake-Shake, PyramidNet, He et al., torchvision).
 PAPER_PARAMS = {
     "wrn28_10": 36.5e6,
@@ -117,8 +133,9 @@ def official_code_defaults(cfg: DictConfig) -> None:
 # ---------------------------------------------------------------------------------------------- files
 def test_exactly_one_file_per_paper_cell():
     names = set(experiment_names())
-    assert len(T1_NAMES) == 60 and len(T2_NAMES) == 18 and len(T4_NAMES) == 8
-    assert names - HANDWRITTEN == T1_NAMES | T2_NAMES | T4_NAMES
+    assert len(T1_NAMES) == 60 and len(T1_2N_NAMES) == 30 and len(T2_NAMES) == 18 and len(T4_NAMES) == 8
+    assert len(T5_NAMES) == 16
+    assert names - HANDWRITTEN == T1_NAMES | T1_2N_NAMES | T2_NAMES | T4_NAMES | T5_NAMES
     assert len([n for n in names if n in T1_NAMES]) == 60
     assert len([n for n in names if n in T2_NAMES]) == 18
 
@@ -126,11 +143,24 @@ def test_exactly_one_file_per_paper_cell():
 def test_every_sgd_file_is_its_sam_twin_with_sgd_and_rho_0():
     """The file itself, not only its composition: the SGD baseline inherits everything from its twin."""
     sgd_names = [n for n in experiment_names() if n.endswith("_sgd")]
-    assert len(sgd_names) == 30 + 9 + 4
+    assert len(sgd_names) == 30 + 9 + 4 + 8
     for name in sgd_names:
         text = yaml.safe_load((EXPERIMENTS / f"{name}.yaml").read_text())
         twin = name.removesuffix("_sgd") + "_sam"
         assert text == {"defaults": [twin, {"override /optimizer": "sgd"}], "rho": 0.0}, name
+
+
+def test_every_2n_file_is_its_sgd_file_at_twice_the_epochs(cfgs):
+    """Sec. 3.1: each Table 1 SGD baseline is the better of N and 2N epochs; the 2N file differs in epochs only."""
+    for name in T1_2N_NAMES:
+        sgd = name.removesuffix("_2n")
+        assert yaml.safe_load((EXPERIMENTS / f"{name}.yaml").read_text()) == {
+            "defaults": [sgd],
+            "epochs": 2 * cfgs[sgd].epochs,
+        }, name
+        doubled, single = flat(cfgs[name]), flat(cfgs[sgd])
+        assert {k for k in single if single[k] != doubled[k]} == {"epochs"}, name
+        assert doubled["epochs"] == 2 * single["epochs"] and single["epochs"] in (200, 1800), name
 
 
 def test_every_sam_file_composes_its_tables_base():
@@ -138,14 +168,17 @@ def test_every_sam_file_composes_its_tables_base():
     for name in experiment_names():
         if not name.endswith("_sam"):
             continue
-        base = "table/table4_label_noise" if "_noise" in name else bases[name.split("_")[0].rstrip("01")]
+        if name.startswith(("svhn_", "fashion_mnist_")):
+            base = "table/table5_svhn_fashion_mnist"
+        else:
+            base = "table/table4_label_noise" if "_noise" in name else bases[name.split("_")[0].rstrip("01")]
         defaults = yaml.safe_load((EXPERIMENTS / f"{name}.yaml").read_text())["defaults"]
         assert defaults[0] == base, name
 
 
 def test_every_file_is_global_and_its_header_cites_the_papers_number(cfgs):
-    cells = load_paper_cells(["table1", "table2", "table4"])
-    for name in set(cfgs) - HANDWRITTEN:
+    cells = load_paper_cells(["table1", "table2", "table4", "table5"])
+    for name in set(cfgs) - HANDWRITTEN - T1_2N_NAMES:
         lines = (EXPERIMENTS / f"{name}.yaml").read_text().splitlines()
         assert lines[0] == "# @package _global_", name
         cfg = cfgs[name]
@@ -159,11 +192,13 @@ def test_every_file_is_global_and_its_header_cites_the_papers_number(cfgs):
             label_noise=cfg.label_noise,
         )
         assert cell is not None, name
-        table = {"table1": "1", "table2": "2", "table4": "4"}[cell["table"]]
+        table = {"table1": "1", "table2": "2", "table4": "4", "table5": "5"}[cell["table"]]
         header = " ".join(line.removeprefix("#").strip() for line in lines if line.startswith("#"))
         assert lines[1].startswith(f"# Table {table}: "), name
         if table == "4":
             assert f"{cell['test_accuracy']} % test accuracy" in header, name
+        elif table == "5":
+            assert f"{cell['error']} ± {cell['error_pm']} % test error" in header, name
         else:
             bound = "<" if cell["error_pm_is_upper_bound"] else ""
             assert f"{cell['error']:.1f} ± {bound}{cell['error_pm']}" in header, name
@@ -221,7 +256,7 @@ def test_a_few_table1_cells_by_hand(cfgs):
 
 def test_sgd_file_differs_from_its_sam_twin_only_in_optimizer_and_rho(cfgs):
     pairs = [(n, n[: -len("sam")] + "sgd") for n in cfgs if n.endswith("_sam")]
-    assert len(pairs) == 30 + 9 + 4
+    assert len(pairs) == 30 + 9 + 4 + 8
     for sam_name, sgd_name in pairs:
         sam, sgd = flat(cfgs[sam_name]), flat(cfgs[sgd_name])
         assert sam.keys() == sgd.keys()
@@ -259,6 +294,25 @@ def test_table4_values_are_the_papers_and_our_stated_choices(cfgs):
     assert "NOT in the paper" in text and "OUR choice" in text
 
 
+def test_table5_values_are_table7_and_the_papers_setup(cfgs):
+    for name in T5_NAMES:
+        cfg = cfgs[name]
+        dataset = "svhn" if name.startswith("svhn_") else "fashion_mnist"
+        model = "wrn28_10" if "_wrn28_10_" in name else "shake_shake_26_2x96d"
+        row, optimizer = name.rsplit("_", 2)[-2:]
+        lr, wd, rho = TABLE7[(dataset, model)]
+        assert (cfg.dataset.name, cfg.model.name, cfg.optimizer.name) == (dataset, model, optimizer), name
+        assert (cfg.lr, cfg.weight_decay, cfg.rho) == (lr, wd, rho if optimizer == "sam" else 0.0), name
+        assert (cfg.batch_size, cfg.m, cfg.epochs, cfg.label_noise) == (256, 32, 200, 0.0), name
+        # App. B.1: SVHN's "auto augment" = its AutoAugment policy + cutout; Fashion-MNIST's = cutout only.
+        expected = {"basic": "basic", "autoaugment": "autoaugment" if dataset == "svhn" else "cutout"}[row]
+        assert cfg.augment == expected, name
+        if dataset == "svhn":
+            assert cfg.dataset.svhn_extra is True and cfg.dataset.autoaugment_cutout is True, name
+        assert cfg.dataset.cutout_size == 16 and cfg.dataset.autoaugment_policy == "official", name
+        official_code_defaults(cfg)
+
+
 # ---------------------------------------------------------------------------------------------- usable
 @pytest.mark.parametrize("world_size", [1, 2, 4, 8])
 def test_every_experiment_validates_with_valid_choices(cfgs, world_size):
@@ -280,7 +334,8 @@ def test_every_model_config_builds_the_papers_model_on_meta(cfgs):
         if key in built:
             continue
         with torch.device("meta"):
-            model = create_model(cfg.model.name, NUM_CLASSES[cfg.dataset.name], in_chans=3, **kwargs)
+            chans = IN_CHANS.get(cfg.dataset.name, 3)
+            model = create_model(cfg.model.name, NUM_CLASSES[cfg.dataset.name], in_chans=chans, **kwargs)
         built[key] = sum(p.numel() for p in model.parameters())
         if cfg.model.name in PAPER_PARAMS:  # the quickstart's tiny WRN has no paper size
             assert abs(built[key] / PAPER_PARAMS[cfg.model.name] - 1) < 0.02, (name, built[key])
@@ -303,17 +358,19 @@ def test_command_line_overrides_win_over_the_experiment():
 
 # ---------------------------------------------------------------------------------------------- sweeps
 # Every selection the README documents, and the files it must pick (computed here from the grids).
-T1_SGD_1800 = {n for n in T1_NAMES if n.endswith("_sgd") and "_200ep_" not in n}
 GLOBS = {
-    "glob(cifar*,exclude=*_noise*)": T1_NAMES,
+    "glob(cifar*,exclude=*_noise*)": T1_NAMES | T1_2N_NAMES,
+    "glob(cifar*,exclude=[*_noise*,*_2n])": T1_NAMES,
+    "glob(cifar*_2n)": T1_2N_NAMES,
     "glob(cifar*_sam,exclude=*_noise*)": {n for n in T1_NAMES if n.endswith("_sam")},
     "glob(cifar*_sgd,exclude=*_noise*)": {n for n in T1_NAMES if n.endswith("_sgd")},
-    "glob(cifar10_*,exclude=*_noise*)": {n for n in T1_NAMES if n.startswith("cifar10_")},
-    "glob(*_wrn28_10_200ep_*)": {n for n in T1_NAMES if "_wrn28_10_200ep_" in n},
+    "glob(cifar10_*,exclude=*_noise*)": {n for n in T1_NAMES | T1_2N_NAMES if n.startswith("cifar10_")},
+    "glob(*_wrn28_10_200ep_*)": {n for n in T1_NAMES | T1_2N_NAMES if "_wrn28_10_200ep_" in n},
     "glob(imagenet_*)": T2_NAMES,
     "glob(*_noise*)": T4_NAMES,
-    "glob(*_wrn28_10_200ep_*_sgd)": {n for n in T1_NAMES if "_wrn28_10_200ep_" in n and n.endswith("_sgd")},
-    "glob(cifar*_sgd,exclude=[*_noise*,*_200ep_*])": T1_SGD_1800,
+    "glob(svhn_*)": {n for n in T5_NAMES if n.startswith("svhn_")},
+    "glob(fashion_mnist_*)": {n for n in T5_NAMES if n.startswith("fashion_mnist_")},
+    "glob([svhn_*,fashion_mnist_*])": T5_NAMES,
 }
 
 
@@ -329,6 +386,32 @@ def test_glob_sweeps_select_the_documented_files():
             assert len(jobs) == 5 * len(expected), pattern
             picked = {job[0].removeprefix("experiment=") for job in jobs}
             assert picked == expected, (pattern, picked ^ expected)
-    assert len(GLOBS["glob(cifar*,exclude=*_noise*)"]) == 60
+    assert len(GLOBS["glob(cifar*,exclude=*_noise*)"]) == 90
     assert len(GLOBS["glob(cifar*_sam,exclude=*_noise*)"]) == 30
     assert len(GLOBS["glob(imagenet_*)"]) == 18 and len(GLOBS["glob(*_noise*)"]) == 8
+
+
+# ---------------------------------------------------------------------------------------------- presets
+def _preset_jobs(overrides: list[str]) -> list[list[str]]:
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        assert cfg.hydra.mode.name == "MULTIRUN"  # the preset alone makes it a multirun (no -m needed)
+        params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
+        parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+        (jobs,) = BasicSweeper.split_arguments(parser.parse_overrides(params), max_batch_size=None)
+    return jobs
+
+
+def test_sweep_presets_launch_the_documented_jobs():
+    # The paper's rho grid (Sec. 3.1) and five seeds, alone and together.
+    rhos = {("rho=" + r) for r in ("0.01", "0.02", "0.05", "0.1", "0.2", "0.5")}
+    assert {job[0] for job in _preset_jobs(["+sweep=rho_grid"])} == rhos
+    assert {job[0] for job in _preset_jobs(["+sweep=seeds5"])} == {f"seed={s}" for s in range(5)}
+    both = _preset_jobs(["experiment=cifar10_wrn28_10_200ep_basic_sam", "+sweep=[rho_grid,seeds5]"])
+    assert len(both) == 30 and len({tuple(j) for j in both}) == 30
+    # All of Table 1 as one multirun: 60 cells + 30 2N halves, five seeds each.
+    table1 = _preset_jobs(["+sweep=table1"])
+    assert len(table1) == 450
+    assert {j[0].removeprefix("experiment=") for j in table1} == T1_NAMES | T1_2N_NAMES
+    readme = (EXPERIMENTS / "README.md").read_text()
+    assert "`+sweep=table1` | 450 |" in readme and "`+sweep=rho_grid` | 6 |" in readme

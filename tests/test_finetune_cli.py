@@ -69,3 +69,35 @@ def test_bad_pretrained_source_and_evaluating_an_unfinished_run_exit_2(tmp_path,
     (tmp_path / "empty").mkdir()
     assert evaluate_main([str(tmp_path / "empty")]) == 2
     assert "no final_model.pt" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_table3_path_timm_checkpoint_offline_on_flowers_files(tmp_path):
+    """The Table 3 recipe end to end at toy size: a timm name + local checkpoint, Flowers-102 on-disk files,
+    frozen BatchNorm statistics, steps as epochs x train_repeats."""
+    import timm
+    from test_finetune_data import write_flowers
+
+    write_flowers(tmp_path / "data")
+    torch.manual_seed(0)
+    published = timm.create_model("test_efficientnet", pretrained=False)
+    ckpt = tmp_path / "test_efficientnet.pth"
+    torch.save(published.state_dict(), ckpt)
+    args = [
+        "model=timm", "model.arch=test_efficientnet", "model.pretrained=test_efficientnet.r160_in1k",
+        f"model.pretrained_file={ckpt}", "model.freeze_bn_stats=true", "dataset=flowers102",
+        f"dataset.root={tmp_path / 'data'}", "dataset.download=false", "dataset.image_size=32",
+        "dataset.num_workers=0", "dataset.train_repeats=2", "augment=none", "device=cpu", "epochs=1",
+        "batch_size=2", "m=null", "rho=0.05", "logger=none", "trainer.eval_batch_size=4",
+    ]  # fmt: skip
+    run = tmp_path / "run"
+    proc = run_train(args, run)
+    assert proc.returncode == 0, proc.output
+    assert (
+        "timm test_efficientnet.r160_in1k" in proc.output and "(1000, 256) -> (102, 256)" in proc.output
+    )  # Flowers has 102 classes
+    assert "| 2 steps/epoch |" in proc.output  # 3 train images, batch 2: 1 step per pass x 2 passes
+    after, before = final_weights(run), published.state_dict()
+    frozen = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    assert frozen and all(torch.equal(after[k], before[k]) for k in frozen)
+    assert json.loads((run / "results.json").read_text())["dataset"] == "flowers102"

@@ -15,6 +15,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from models import create_model
+from sam.trainer.config import validate  # also registers the config schema train.yaml starts from
 
 REPO = Path(__file__).resolve().parents[1]
 FINETUNE = REPO / "configs" / "experiment" / "finetune"
@@ -51,14 +52,12 @@ def cfgs():
 
 @pytest.mark.slow  # composes 18 configs and imports train.py: ~25 s on busy cores
 def test_one_file_per_b7_cell_with_app_c2_settings(cfgs):
-    import train
-
     assert len(cfgs) == 18
     for name, cfg in cfgs.items():
         dataset = cfg.dataset.name
         sam = name.endswith("_sam")
         assert name == f"{dataset}_efficientnet_b7_{'sam' if sam else 'sgd'}"
-        train.validate(cfg, world_size=8)
+        validate(cfg, world_size=8)
         assert cfg.model.name == "efficientnet_b7" and cfg.model.pretrained == "tf_efficientnet_b7.ra_in1k"
         assert cfg.model.freeze_bn_stats is True and cfg.dataset.image_size == 600
         assert (cfg.batch_size, cfg.weight_decay, cfg.optimizer.momentum) == (1024, 1e-5, 0.9)

@@ -255,14 +255,13 @@ def test_chunks_combine_the_means_of_the_chunk_gradients(name):
     for t, (x, y) in enumerate(batches(2)):
         step(model, opt, x, y, opts())
         parts = list(zip(x.split(4), y.split(4)))
-        g = {n: sum(grad_at(ref_model, w, xc, yc, L2)[n] for xc, yc in parts) / 4 for n in w}
+        g_chunks = [grad_at(ref_model, w, xc, yc, L2) for xc, yc in parts]
+        g = {n: sum(c[n] for c in g_chunks) / 4 for n in w}
         if name == "looksam" and t % 2:
             d = {n: g[n] + 0.5 * ref.norm(g) / ref.norm(g_v) * g_v[n] for n in w}
         else:
-            g_s = {
-                n: sum(sam_gradient(ref_model, w, xc, yc, rho=RHO, l2=L2)[n] for xc, yc in parts) / 4
-                for n in w
-            }
+            s_chunks = [sam_gradient(ref_model, w, xc, yc, rho=RHO, l2=L2) for xc, yc in parts]
+            g_s = {n: sum(c[n] for c in s_chunks) / 4 for n in w}
             if name == "gsam":
                 coef = ref.vdot(g, g_s) / ref.vdot(g_s, g_s)
                 d = {n: g_s[n] - 0.3 * (g[n] - coef * g_s[n]) for n in w}

@@ -49,6 +49,7 @@ class DatasetConfig:
     classes: list[int] | None = None
     image_size: int | None = None
     train_repeats: int | None = None
+    svhn_extra: bool | None = None  # SVHN only: train + extra (null = true)
 
 
 @dataclass
