@@ -70,7 +70,9 @@ for entry in "${STEPS[@]}"; do
   # Headline: the line a reader wants (pytest's summary, a ratio, img/s), else the last line.
   headline=$(grep -E "passed|failed|skipped|error" "$OUT/$name.log" | tail -1)
   case "$name" in
-    bench_*) headline=$(grep -iE "ratio|x faster|img/s|images/s|ms" "$OUT/$name.log" | tail -1) ;;
+    bench_sam*) headline=$(grep -E "^(sam|chunked) " "$OUT/$name.log" | tr -s ' ' | paste -sd ';' -) ;;
+    bench_train) headline=$(grep -E "ours / bare" "$OUT/$name.log" | tail -1) ;;
+    bench_data) headline=$(grep -E "^basic " "$OUT/$name.log" | tr -s ' ' | tail -1) ;;
     wrn*) headline=$(grep -E "img/s" "$OUT/$name.log" | tail -1) ;;
   esac
   [ -z "$headline" ] && headline=$(grep -v '^\s*$' "$OUT/$name.log" | tail -1)
