@@ -46,6 +46,7 @@ from sam import SAM, StepOptions, decoupled_param_groups, resolve_precision, sel
 from sam.trainer.checkpoint import CheckpointManager
 from sam.trainer.config import effective_m, unknown_key_message, uses_sam, validate
 from sam.trainer.distributed import DistContext, export_slurm_env, setup_distributed
+from sam.trainer.exit_codes import ExitCode  # Hydra's own composition errors exit 1
 from sam.trainer.loop import NonFiniteLossError
 from sam.trainer.preemption import HANDLER as PREEMPTION
 from sam.trainer.provenance import device_name
@@ -54,11 +55,6 @@ from sam.trainer.schedule import warmup_then
 from sam.variants import VARIANTS, build_variant
 
 log = logging.getLogger("train")
-
-# Exit codes: 0 done (or already done), 2 bad input (command line, config, data files, checkpoint),
-# 3 the loss stayed NaN/inf, 128 + signal preempted (checkpointed: run the same command again).
-# Hydra's own composition errors (an unknown group option, a value of the wrong type) exit 1.
-EXIT_BAD_INPUT, EXIT_NONFINITE = 2, 3
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
@@ -73,7 +69,7 @@ def main(cfg: DictConfig) -> float | None:
             raise  # Hydra marks this job failed; the other jobs of the sweep go on
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(EXIT_NONFINITE if isinstance(err, NonFiniteLossError) else EXIT_BAD_INPUT)
+        sys.exit(ExitCode.NON_FINITE if isinstance(err, NonFiniteLossError) else ExitCode.BAD_INPUT)
     return results["test_error"]
 
 
@@ -255,7 +251,7 @@ if __name__ == "__main__":
     problem = unknown_key_message(sys.argv[1:])  # Hydra's own message does not name the valid keys
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(ExitCode.BAD_INPUT)
     try:
         main()
     except KeyboardInterrupt:  # Ctrl-C before training started, or a second Ctrl-C: no traceback

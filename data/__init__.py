@@ -1,4 +1,5 @@
-"""Datasets and loaders for sam-repro: CIFAR-10/100, ImageNet and the embedded ``digits`` set.
+"""Datasets and loaders for sam-repro: CIFAR-10/100, ImageNet, SVHN, Fashion-MNIST, the finetuning sets
+and the embedded ``digits`` set.
 
 ``build_data(name, *, root, batch_size, ...) -> DataBundle`` is the entry point. Every loader follows
 one protocol:

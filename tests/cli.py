@@ -131,13 +131,18 @@ def compose_train(overrides: list[str]):
 
 
 def train_in_process(overrides: list[str], run_dir: Path) -> dict[str, Any]:
-    """train.py's ``train`` on the composed config; torch's global RNG and determinism flag are restored."""
+    """train.py's ``train`` on the composed config, on one thread as ``run_train``'s processes (so the
+    numbers are bitwise those of ``python train.py``); torch's threads, RNG and determinism are restored."""
     import train
 
-    deterministic, rng = torch.are_deterministic_algorithms_enabled(), torch.get_rng_state()
+    threads, rng = torch.get_num_threads(), torch.get_rng_state()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)  # Hydra makes it for python train.py
     try:
         return train.train(compose_train(overrides), Path(run_dir))
     finally:
+        torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
         torch.set_rng_state(rng)
 

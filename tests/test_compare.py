@@ -9,16 +9,15 @@ import io
 import json
 import math
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from fake_data import write_fake_run
+from script_main import run_main
 
+from scripts import compare, summarise_sharpness
 from scripts.paper_tables import load_paper_cells
 from scripts.run_results import CELL_KEYS, group_runs, load_runs
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 T975 = {1: 12.706205, 2: 4.302653}
 
 
@@ -94,13 +93,8 @@ write_run = write_fake_run
 
 
 def run_compare(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "scripts/compare.py", *map(str, args)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    """`python scripts/compare.py ARGS`, in-process."""
+    return run_main(compare.main, *args)
 
 
 @pytest.fixture
@@ -216,13 +210,7 @@ def test_summarise_sharpness_gives_mean_and_t_interval_per_cell(tmp_path):
             json.dumps({"lambda_max": lam, "lambda_max_over_lambda_k": 2.0, "m_sharpness": 0.1, "k": 5})
         )
     write_run(root, "sgd_without_sharpness", optimizer="sgd", rho=0.0, dataset="digits", model="wide_resnet")
-    out = subprocess.run(
-        [sys.executable, "scripts/summarise_sharpness.py", str(root)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_main(summarise_sharpness.main, root)
     assert out.returncode == 0, out.stderr
     rows = [line for line in out.stdout.splitlines() if line.startswith("| sam")]
     assert len(rows) == 1 and "| 3 |" in rows[0]

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 WORKER = Path(__file__).with_name("ddp_sam_worker.py")
+# A real torchrun launch of two processes (tens of seconds on busy cores): an end-to-end promise.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,12 @@
 """compare.py's "beyond test error" table from evaluation.json files, against hand-computed statistics."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 from fake_data import write_fake_run
+from script_main import run_main
 
-REPO = Path(__file__).resolve().parents[1]
+from scripts import compare
+
 T975_1 = 12.706205  # t_{0.975, 1}
 
 
@@ -23,13 +22,7 @@ def test_compare_adds_mean_and_ci_of_evaluation_metrics_per_cell(tmp_path):
                   "corruption_error_pct": 20.0, "linear_probe": {"dataset": "digits", "classes": [5, 6, 7, 8, 9]}}  # fmt: skip
             (run / "evaluation.json").write_text(json.dumps(ev))
     write_fake_run(root, "not_evaluated", model="resnet32", dataset="digits", seed=0)
-    proc = subprocess.run(
-        [sys.executable, "scripts/compare.py", str(root)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_main(compare.main, root)
     assert proc.returncode == 0, proc.stderr
     section = proc.stdout.split("## Beyond test error")[1]
     sam = next(line for line in section.splitlines() if "| sam |" in line)

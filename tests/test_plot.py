@@ -1,15 +1,15 @@
 """scripts/plot.py on synthetic run directories: real PNGs come out, bad inputs are named and skipped."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.image
 import numpy as np
 from fake_data import write_fake_run
+from script_main import run_main
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from scripts import plot
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -48,13 +48,7 @@ def test_plot_writes_rho_sweep_and_curves(tmp_path):
     (runs / "broken" / "results.json").write_text("[1, 2")
     out_dir = tmp_path / "plots"
 
-    proc = subprocess.run(
-        [sys.executable, "scripts/plot.py", str(runs), "--out-dir", str(out_dir)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_main(plot.main, runs, "--out-dir", out_dir)
     assert proc.returncode == 0, proc.stderr
     assert str(runs / "broken" / "results.json") in proc.stderr
     assert f"{bad_metrics / 'metrics.jsonl'}:6" in proc.stderr
@@ -69,13 +63,7 @@ def test_plot_writes_rho_sweep_and_curves(tmp_path):
 
 
 def test_plot_with_no_runs_exits_cleanly(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "scripts/plot.py", str(tmp_path)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_main(plot.main, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "nothing to plot" in proc.stdout
     assert not list(tmp_path.rglob("*.png"))

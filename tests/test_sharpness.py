@@ -6,22 +6,20 @@ m-sharpness: least squares, where L(w + rho g/||g||) - L(w) is computed by hand 
 """
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from script_main import run_main
 from torch import nn
 
 import data
 import models
 from sam.sharpness import hessian_eigenvalues, hessian_vector_product, m_sharpness
+from scripts import sharpness as sharpness_script
 from scripts.sharpness import measure_sharpness
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 TOL = 1e-3
 
 
@@ -208,13 +206,7 @@ def test_cli_end_to_end_on_digits(tmp_path):
     torch.save({"model": model.state_dict(), "config": config}, run_dir / "final_model.pt")
     out = tmp_path / "sharp.json"
     args = ["--num-examples", "32", "--k", "2", "--m", "16", "--max-iter", "12", "--batch-size", "32"]
-    proc = subprocess.run(
-        [sys.executable, "scripts/sharpness.py", str(run_dir), *args, "--out", str(out)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_main(sharpness_script.main, run_dir, *args, "--out", out)  # in-process
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert result["num_examples"] == 32 and len(result["eigenvalues"]) == 2

@@ -38,15 +38,19 @@ def atomic_write(
     path = Path(path)
     stage = on_stage or (lambda name: None)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        stage("written")
-        f.flush()
-        os.fsync(f.fileno())
-    stage("synced")
-    if before_replace is not None:
-        before_replace()
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            stage("written")
+            f.flush()
+            os.fsync(f.fileno())
+        stage("synced")
+        if before_replace is not None:
+            before_replace()
+        os.replace(tmp, path)
+    except Exception:
+        tmp.unlink(missing_ok=True)  # a failed write leaves the old file and nothing else (a kill: the .tmp)
+        raise
     fsync_dir(path.parent)
     return path
 
