@@ -298,7 +298,7 @@ class Run:
 
     def exit_for_requeue(self) -> None:
         where = f" at epoch {self.progress.epoch} batch {self.progress.batch} ({self.ckpts.dir})"
-        log.warning("checkpointed%s", where)
+        log.warning("checkpointed%s; exiting for requeue", where)
         self.tracker.finish(exit_code=1)
         self.preemption.exit(where)
 
