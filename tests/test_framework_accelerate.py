@@ -3,8 +3,10 @@ and its optimizer wrapper, compared with our two-call loop (tests/framework_refe
 
 from __future__ import annotations
 
+import accelerate
 import pytest
 import torch
+from accelerate.state import AcceleratorState, GradientState
 from framework_reference import (
     BATCH,
     assert_same_state,
@@ -17,9 +19,6 @@ from framework_reference import (
 )
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-
-accelerate = pytest.importorskip("accelerate")  # the [dev] extra; importing it takes over 5 s on 2 cores
-from accelerate.state import AcceleratorState, GradientState  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -3,6 +3,7 @@ with our two-call loop (tests/framework_reference.py) bit for bit: weights and B
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 import torch
 from framework_reference import (
@@ -17,13 +18,11 @@ from framework_reference import (
     net,
     two_call_reference,
 )
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from sam import frozen_bn_stats
-
-L = pytest.importorskip("lightning")  # the [dev] extra; importing it alone takes over 5 s on 2 cores
-from lightning.pytorch.plugins.precision import MixedPrecision  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -4,13 +4,12 @@ spelled out by hand, bit for bit, and a short error for the optimizer instance t
 from __future__ import annotations
 
 import pytest
+import timm.optim as timm_optim
 import torch
 from framework_reference import LR, MOMENTUM, RHO, assert_same_state, batches, net
 from torch import nn
 
 from sam import SAM
-
-timm_optim = pytest.importorskip("timm.optim")  # the [train] extra; importing timm takes over 5 s on 2 cores
 
 pytestmark = pytest.mark.slow
 

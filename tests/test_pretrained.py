@@ -76,7 +76,8 @@ def test_bad_sources_are_named():
 
 
 def test_timm_name_offline_with_a_local_file_loads_those_weights(tmp_path):
-    timm = pytest.importorskip("timm")
+    import timm
+
     torch.manual_seed(3)
     published = timm.create_model("test_efficientnet", pretrained=False)  # stands in for the download
     path = tmp_path / "test_efficientnet.pth"
