@@ -11,10 +11,21 @@ there, and in which range, is checked by ``sam/trainer/config.py``. Reads top-do
 ``train`` (resume or start, train, results), ``build`` (data, model, optimizer, step, schedule).
 """
 
+# ruff: noqa: E402  (the early signal catcher below comes before the slow imports)
 from __future__ import annotations
 
-import logging
 import os
+import signal
+
+# SLURM can signal a job step (preemption, --signal) while Python still imports torch or builds the data:
+# remember it, so the trainer checkpoints and requeues at its first step instead of dying on the default
+# action. Only in a SLURM job step (srun): a sweep's submitting process must stay killable.
+EARLY_SIGNALS: list[int] = []
+if __name__ == "__main__" and "SLURM_STEP_ID" in os.environ:
+    for _sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(_sig, lambda signum, _frame: EARLY_SIGNALS.append(signum))
+
+import logging
 import pickle
 import sys
 from pathlib import Path
@@ -35,10 +46,11 @@ from sam import SAM, StepOptions, decoupled_param_groups, resolve_precision, sel
 from sam.trainer.checkpoint import CheckpointManager
 from sam.trainer.config import effective_m, unknown_key_message, uses_sam, validate
 from sam.trainer.diskspace import disk_full_cause
-from sam.trainer.distributed import DistContext, setup_distributed
+from sam.trainer.distributed import DistContext, export_slurm_env, setup_distributed
 from sam.trainer.exit_codes import ExitCode, RunError
 from sam.trainer.inputs import check_data_fingerprint
 from sam.trainer.loop import NonFiniteLossError
+from sam.trainer.preemption import HANDLER as PREEMPTION
 from sam.trainer.preflight import claim_run_dir, preflight, release_claim
 from sam.trainer.provenance import device_name
 from sam.trainer.run import OPERATIONAL_KEYS, Objects, Run, load_resume_state
@@ -55,6 +67,8 @@ def main(cfg: DictConfig) -> float | None:
     """One job: the run directory's checks, then training; every failure is one line and an exit code."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    export_slurm_env()  # SLURM tasks (hydra.launcher.tasks_per_node > 1, srun -n N) as torchrun's variables
+    PREEMPTION.install(pending=EARLY_SIGNALS)  # before data and model: a signal during set-up counts too
     records = RunRecords().start()  # log lines wait in memory until the command is accepted
     try:
         results = train(cfg, run_dir, records)
@@ -299,4 +313,8 @@ if __name__ == "__main__":
     sys.argv[1:] = preflight(
         sys.argv[1:], config_dir=CONFIG_DIR, config_name="train", check=check_command, ignore=OPERATIONAL_KEYS
     )
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C before training started, or a second Ctrl-C: no traceback
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)

@@ -40,12 +40,12 @@ def write_cifar_shaped(root: Path, n: int) -> None:
     d = root / "cifar-10-batches-py"
     d.mkdir(parents=True)
     for name, count in [*((f"data_batch_{i}", n // 5) for i in range(1, 6)), ("test_batch", 256)]:
-        batch = {
-            b"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
-            b"labels": rng.integers(0, 10, count).tolist(),
+        batch = {  # str keys, as the official files read with encoding="latin1"
+            "data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
+            "labels": rng.integers(0, 10, count).tolist(),
         }
-        (d / name).write_bytes(pickle.dumps(batch))
-    (d / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"c%d" % i for i in range(10)]}))
+        (d / name).write_bytes(pickle.dumps(batch, protocol=2))
+    (d / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}, protocol=2))
 
 
 def bare_sam_epoch(model, optimizer, loader, batches, wd, clip, scheduler) -> None:

@@ -11,13 +11,14 @@ import sys
 
 import torch
 import torch.distributed as dist
-from sam_reference import nesterov_sgd, sam_gradient
+from sam_reference import clip, nesterov_sgd, sam_gradient
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from sam import SAM, Precision, StepOptions, sam_step, select_step
 
 L2, RHO, LR = 1e-2, 0.1, 0.1
+CLIP = 0.05  # below every step's averaged SAM gradient norm (~0.3): clipping is active on each step
 
 
 def mlp() -> nn.Module:
@@ -87,6 +88,31 @@ def main(out_dir: str) -> None:
 
     # chunks inside each replica (m = 4): equals one device with m = 4 over the global batch
     report["ddp_chunks_vs_one_device_chunks"] = ddp_vs_one_process(4, 4, "per_replica")
+
+    # Active clipping (the official order): per-replica e, SAM gradients averaged across replicas, then
+    # the average clipped to CLIP. DDP (one replica = one chunk) and one device with chunks of m must both
+    # be that, computed by hand in float64.
+    clipped = StepOptions(nn.functional.cross_entropy, l2_weight_decay=L2, grad_clip=CLIP)
+    ddp, chunked = DDP(mlp()), mlp()
+    o_ddp, o_chunked = sam_opt(ddp), sam_opt(chunked)
+    step = select_step(o_chunked, m=16 // world, per_device_batch=16)
+    w = {n: p.detach().double().clone() for n, p in ref.named_parameters()}
+    buf, norms = {}, []
+    for x, y in data:
+        sam_step(ddp, o_ddp, x[shard], y[shard], clipped)
+        step(chunked, o_chunked, x, y, clipped)
+        grads = [
+            sam_gradient(ref, w, xs.double(), ys, rho=RHO, l2=L2)
+            for xs, ys in zip(x.split(16 // world), y.split(16 // world))
+        ]
+        mean = {k: sum(gr[k] for gr in grads) / world for k in w}
+        norms.append(float(torch.sqrt(sum((g**2).sum() for g in mean.values()))))
+        w, buf = nesterov_sgd(w, buf, clip(mean, CLIP), lr=LR)
+    report["clip_active_every_step"] = min(norms) > CLIP
+    for name, model in (("clipped_ddp_vs_by_hand", ddp.module), ("clipped_chunks_vs_by_hand", chunked)):
+        report[name] = max(
+            float((p.detach().double() - w[n]).abs().max()) for n, p in model.named_parameters()
+        )
 
     # fp16 GradScaler logic: an overflow in pass 1 on rank 1 only skips the step on every rank
     ddp = DDP(mlp())

@@ -60,6 +60,14 @@ def test_one_device_chunks_equal_per_replica_ddp(ddp_reports):
         assert report["ddp_chunks_vs_one_device_chunks"] < 1e-6
 
 
+def test_active_clipping_clips_the_replica_average_in_ddp_and_in_one_device_chunks(ddp_reports):
+    """Issue 13 item 5: per-replica e, SAM gradients averaged across replicas, then the average clipped."""
+    for report in ddp_reports:
+        assert report["clip_active_every_step"] is True
+        assert report["clipped_ddp_vs_by_hand"] < 1e-6
+        assert report["clipped_chunks_vs_by_hand"] < 1e-6
+
+
 def test_overflow_on_one_rank_skips_the_step_on_all_ranks(ddp_reports):
     for report in ddp_reports:
         assert report["overflow_skipped"] is True

@@ -223,12 +223,14 @@ def _restore_signals(signums):
     return lambda: [signal.signal(s, h) for s, h in saved.items()]
 
 
-def test_preemption_calls_the_previous_handler_such_as_submitits_requeue():
-    """submitit installs its checkpoint-and-requeue handler before train.py runs; ours must hand over."""
+def test_preemption_requeues_through_submitit_whichever_signal_came():
+    """submitit installs its checkpoint-and-requeue handler (for USR2) and a SIGTERM handler that only logs
+    before train.py runs. Every SLURM signal must reach the requeue (issue 13 item 1), and nothing after
+    the requeue may start a second one (the handlers are left ignoring the signals)."""
     restore = _restore_signals((signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2))
     calls = []
 
-    def submitit_like_requeue(signum, frame):  # submitit: dump the job, `scontrol requeue`, sys.exit(-1)
+    def checkpoint_and_try_requeue(signum, frame):  # submitit's name: dump the job, requeue, sys.exit(-1)
         calls.append(signum)
         raise SystemExit(-1)
 
@@ -236,31 +238,25 @@ def test_preemption_calls_the_previous_handler_such_as_submitits_requeue():
         calls.append(("bypass", signum))
 
     try:
-        signal.signal(signal.SIGUSR2, submitit_like_requeue)
-        signal.signal(signal.SIGUSR1, bypass)
-        handler = PreemptionHandler().install()
-        os.kill(os.getpid(), signal.SIGUSR2)
-        assert handler.requested and handler.received == signal.SIGUSR2
-        assert calls == []  # nothing happens inside the signal handler itself: the step finishes first
-        with pytest.raises(SystemExit) as exit_info:
-            handler.exit()
-        assert calls == [signal.SIGUSR2] and exit_info.value.code == -1
-        assert signal.getsignal(signal.SIGUSR2) is submitit_like_requeue  # uninstalled on the way out
+        for term_or_usr2 in (signal.SIGTERM, signal.SIGUSR2):
+            signal.signal(signal.SIGUSR2, checkpoint_and_try_requeue)
+            signal.signal(signal.SIGTERM, bypass)
+            handler = PreemptionHandler().install()
+            os.kill(os.getpid(), term_or_usr2)
+            assert handler.requested and handler.received == term_or_usr2
+            assert calls[-1:] != [term_or_usr2]  # nothing happens inside the handler: the step finishes
+            with pytest.raises(SystemExit) as exit_info:
+                handler.exit()
+            assert calls[-1] == term_or_usr2 and exit_info.value.code == -1  # requeued, never "bypassed"
+            assert all(signal.getsignal(s) == signal.SIG_IGN for s in (signal.SIGTERM, signal.SIGUSR2))
+        assert not [c for c in calls if isinstance(c, tuple)]
 
-        handler = PreemptionHandler().install()  # a previous handler that returns: exit 128 + signum
-        os.kill(os.getpid(), signal.SIGUSR1)
-        with pytest.raises(SystemExit) as exit_info:
-            handler.exit()
-        assert calls[-1] == ("bypass", signal.SIGUSR1)
-        assert exit_info.value.code == 128 + signal.SIGUSR1
-
-        signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # no previous handler (plain SLURM)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # no submitit, no SLURM job: exit 128 + signum
         handler = PreemptionHandler().install()
         os.kill(os.getpid(), signal.SIGUSR1)
         with pytest.raises(SystemExit) as exit_info:
             handler.exit()
         assert exit_info.value.code == 128 + signal.SIGUSR1
-        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
     finally:
         restore()
 

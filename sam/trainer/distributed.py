@@ -1,4 +1,11 @@
-"""torch.distributed plumbing for ``torchrun``: device choice, reductions, per-device BN averaging."""
+"""torch.distributed plumbing: torchrun or SLURM tasks, device choice, reductions, per-device BN averaging.
+
+A DDP job is started either by ``torchrun`` (which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT)
+or by SLURM itself: ``srun`` with several tasks, which is what ``hydra.launcher.tasks_per_node > 1`` and
+``scripts/sbatch/train.sbatch`` with ``--ntasks-per-node`` do. :func:`export_slurm_env` translates the
+second into the first (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID; the first host of the job's node list
+as master, through submitit's helper), so everything downstream reads one set of variables.
+"""
 
 from __future__ import annotations
 
@@ -43,8 +50,39 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def slurm_tasks() -> int:
+    """Number of tasks of the SLURM job step this process runs in (1 outside ``srun``).
+
+    The batch script itself has SLURM_NTASKS too but no SLURM_STEP_ID: ``python train.py`` run there
+    directly is one process, whatever ``--ntasks`` says.
+    """
+    if "SLURM_STEP_ID" not in os.environ or "SLURM_PROCID" not in os.environ:
+        return 1
+    return int(os.environ.get("SLURM_STEP_NUM_TASKS", os.environ.get("SLURM_NTASKS", "1")))
+
+
+def export_slurm_env() -> bool:
+    """Under ``srun`` with more than one task and no torchrun: set torch's variables from SLURM's.
+
+    Returns True when it did. Call it before anything reads RANK (the run-directory lock, the process
+    group). The master port is derived from the job id, the same on every task and every requeue.
+    """
+    if "WORLD_SIZE" in os.environ or slurm_tasks() <= 1:
+        return False
+    try:
+        from submitit.helpers import TorchDistributedEnvironment
+    except ImportError as err:
+        raise RuntimeError(
+            f"this is task {os.environ['SLURM_PROCID']} of {slurm_tasks()} SLURM tasks: forming one DDP job "
+            'from them needs submitit (pip install -e ".[slurm]")'
+        ) from err
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    return True
+
+
 def setup_distributed(device_name: str) -> DistContext:
-    """Initialise the process group when launched by torchrun (NCCL on GPU, gloo on CPU)."""
+    """Initialise the process group when launched by torchrun or SLURM tasks (NCCL on GPU, gloo on CPU)."""
+    export_slurm_env()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name, local_rank)

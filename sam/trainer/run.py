@@ -23,14 +23,13 @@ from torch import nn
 from data import DataBundle
 from sam.randomness import RNGState
 from sam.steps import StepOptions
-from sam.trainer import hooks
+from sam.trainer import hooks, preemption
 from sam.trainer.atomic import atomic_torch_save, atomic_write_text
 from sam.trainer.checkpoint import CheckpointError, CheckpointManager
 from sam.trainer.config import uses_sam
 from sam.trainer.distributed import DistContext, all_reduce_sum, average_bn_stats, gather_objects
 from sam.trainer.inputs import code_state, extend_code_history
 from sam.trainer.loop import EpochTotals, NonFiniteLossError, evaluate, train_one_epoch
-from sam.trainer.preemption import PreemptionHandler
 from sam.trainer.provenance import device_name, git_commit
 from sam.trainer.tracking import MetricsFile, NullTracker, make_tracker
 from sam.variants import WITHOUT_RHO
@@ -202,6 +201,21 @@ class Progress:
     data_changes: list = field(default_factory=list)  # fingerprint differences accepted on resume
 
 
+def totals_for_rank(saved: Any, ctx: DistContext) -> dict[str, Any]:
+    """This rank's running totals of the interrupted epoch (a checkpoint holds every rank's)."""
+    if isinstance(saved, dict):  # checkpoints before every rank's totals were kept: rank 0's only
+        saved = [saved]
+    if len(saved) == ctx.world_size:
+        return saved[ctx.rank]
+    log.warning(
+        "checkpoint has epoch totals of %d processes, this run has %d: the interrupted epoch's train loss "
+        "counts rank 0's share only",
+        len(saved),
+        ctx.world_size,
+    )
+    return saved[0] if ctx.rank == 0 else EpochTotals().state_dict()
+
+
 class Run:
     """One run in one run directory: resume, epochs, checkpoints, preemption, results.json.
 
@@ -223,7 +237,8 @@ class Run:
         self.totals = EpochTotals().to(ctx.device)
         self.metrics = MetricsFile(run_dir / "metrics.jsonl")
         self.tracker: Any = NullTracker()
-        self.preemption = PreemptionHandler()
+        self.preemption = preemption.HANDLER  # installed by train.py's main, before data and model
+        self.preemption.rank = ctx.rank
         self.started = time.perf_counter()
         self.last_checkpoint = time.monotonic()
         minutes = cfg.trainer.checkpoint_interval_min
@@ -252,7 +267,7 @@ class Run:
         if objs.step_options.precision.scaler is not None and "scaler" in state:
             objs.step_options.precision.scaler.load_state_dict(state["scaler"])
         self.progress = Progress(**{k: state.get(k, v) for k, v in asdict(Progress()).items()})
-        self.totals = EpochTotals.from_state_dict(state["totals"], ctx.device)
+        self.totals = EpochTotals.from_state_dict(totals_for_rank(state["totals"], ctx), ctx.device)
         if len(state["rng"]) == ctx.world_size:
             RNGState.load(state["rng"][ctx.rank], ctx.device)
         else:
@@ -270,6 +285,7 @@ class Run:
     def save_checkpoint(self, finished: bool = False) -> None:
         objs = self.objs
         rngs = gather_objects(RNGState(self.ctx.device).state_dict(), self.ctx)
+        totals = gather_objects(self.totals.state_dict(), self.ctx)  # every rank's share of the epoch
         if self.ctx.is_main and (not finite_weights(objs.raw_model) or int(self.totals.nonfinite_run) > 0):
             log.warning(
                 "weights or loss are NaN/inf: not checkpointing, %s keeps the last good checkpoint",
@@ -285,7 +301,7 @@ class Run:
                 "optimizer": objs.optimizer.state_dict(),
                 "scheduler": objs.scheduler.state_dict(),
                 "rng": rngs,
-                "totals": self.totals.state_dict(),
+                "totals": totals,
                 "config": self.resolved,
                 "data_fingerprint": objs.data.fingerprint,
             }
@@ -296,11 +312,10 @@ class Run:
         self.last_checkpoint = time.monotonic()
 
     def exit_for_requeue(self) -> None:
-        log.warning(
-            "checkpointed at epoch %d batch %d; exiting for requeue", self.progress.epoch, self.progress.batch
-        )
+        where = f" at epoch {self.progress.epoch} batch {self.progress.batch} ({self.ckpts.dir})"
+        log.warning("checkpointed%s; exiting for requeue", where)
         self.tracker.finish(exit_code=1)
-        self.preemption.exit()
+        self.preemption.exit(where)
 
     # -- hooks of the epoch loop ----------------------------------------------------------------------
     def should_stop(self) -> bool:
@@ -428,7 +443,8 @@ class Run:
                     self.save_checkpoint(finished=self.progress.epoch == self.cfg.epochs)
                 else:  # stopped mid-epoch: checkpoint where we are
                     self.save_checkpoint()
-                if self.preemption.requested:
+                # Training done: a signal now only costs the final evaluation, not a requeue.
+                if self.preemption.requested and self.progress.epoch < self.cfg.epochs:
                     self.exit_for_requeue()
             self.check_finite_end()
             failed = False

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The whole GPU check in one command (under 8 minutes on one modern GPU), from the repository root:
+#
+#   scripts/gpu_check.sh                 # --device cuda: pytest -m gpu, the benchmarks, WRN-28-10 throughput
+#   scripts/gpu_check.sh --device cpu    # dry run: every step end to end with tiny sizes (no GPU needed)
+#
+# Steps: `pytest -m gpu`; scripts/bench_sam.py in bf16 and in fp16 (SGD, SAM, ASAM and chunked m=32);
+# scripts/bench_train.py (train.py's loop vs a bare loop); scripts/bench_data.py (tensor loader vs
+# DataLoader); scripts/bench_wrn.py: WRN-28-10 SAM steps on CIFAR-shaped random data, bf16 +
+# channels_last, eager and torch.compile, images/s and peak memory. Each step's full output goes to
+# $OUT (default runs/gpu_check/<time>/<step>.log); one table at the end: step, status, seconds, headline.
+# A failing step does not stop the others; the exit status is the number of failed steps.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DEVICE=cuda
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --device) DEVICE=$2; shift 2 ;;
+    --device=*) DEVICE=${1#--device=}; shift ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1 (use --device cuda|cpu)" >&2; exit 2 ;;
+  esac
+done
+PY=${PYTHON:-python}
+OUT=${OUT:-runs/gpu_check/$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+
+if [ "$DEVICE" = cpu ]; then  # dry run: tiny sizes, same code paths
+  SAM_ARGS=(--device cpu --model resnet18 --batch-size 16 --m 8 --rounds 1 --warmup 0 --threads 2 --no-memory)
+  FP16=fp32  # fp16 needs CUDA: the dry run takes the same path in fp32
+  TRAIN_ARGS=(--device cpu --batch-size 16 --batches 2 --rounds 1 --depth 10 --widen-factor 1 --threads 2)
+  DATA_ARGS=(--device cpu --num-images 512 --batch-size 64 --repeats 1 --workers 1)
+  WRN_ARGS=(--device cpu --depth 10 --widen-factor 1 --batch-size 8 --steps 2 --warmup 1)
+else
+  SAM_ARGS=(--device "$DEVICE" --m 32)
+  FP16=fp16
+  TRAIN_ARGS=(--device "$DEVICE")
+  DATA_ARGS=(--device "$DEVICE")
+  WRN_ARGS=(--device "$DEVICE" --batch-size 128 --steps 20 --warmup 5)
+fi
+
+STEPS=(
+  "pytest_gpu|$PY -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py"
+  "bench_sam_bf16|$PY scripts/bench_sam.py ${SAM_ARGS[*]} --variants sgd,sam,asam,chunked --precision bf16"
+  "bench_sam_fp16|$PY scripts/bench_sam.py ${SAM_ARGS[*]} --variants sgd,sam,asam,chunked --precision $FP16"
+  "bench_train|$PY scripts/bench_train.py ${TRAIN_ARGS[*]}"
+  "bench_data|$PY scripts/bench_data.py ${DATA_ARGS[*]}"
+  "wrn28_10_bf16_cl|$PY scripts/bench_wrn.py ${WRN_ARGS[*]} --precision bf16 --channels-last"
+  "wrn28_10_bf16_cl_compile|$PY scripts/bench_wrn.py ${WRN_ARGS[*]} --precision bf16 --channels-last --compile"
+)
+
+$PY - <<'PY' > "$OUT/device.txt" 2>&1
+import torch
+print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device", "| torch", torch.__version__)
+PY
+echo "gpu_check: device=$DEVICE ($(cat "$OUT/device.txt")) -> $OUT"
+
+failed=0
+ROWS=()
+for entry in "${STEPS[@]}"; do
+  name=${entry%%|*}
+  cmd=${entry#*|}
+  echo "== $name: $cmd"
+  start=$(date +%s)
+  eval "$cmd" > "$OUT/$name.log" 2>&1
+  rc=$?
+  seconds=$(( $(date +%s) - start ))
+  status=ok
+  [ $rc -ne 0 ] && { status="FAIL($rc)"; failed=$((failed + 1)); }
+  # Headline: the line a reader wants (pytest's summary, a ratio, img/s), else the last line.
+  headline=$(grep -E "passed|failed|skipped|error" "$OUT/$name.log" | tail -1)
+  case "$name" in
+    bench_sam*) headline=$(grep -E "^(sam|chunked) " "$OUT/$name.log" | tr -s ' ' | paste -sd ';' -) ;;
+    bench_train) headline=$(grep -E "ours / bare" "$OUT/$name.log" | tail -1) ;;
+    bench_data) headline=$(grep -E "^basic " "$OUT/$name.log" | tr -s ' ' | tail -1) ;;
+    wrn*) headline=$(grep -E "img/s" "$OUT/$name.log" | tail -1) ;;
+  esac
+  [ -z "$headline" ] && headline=$(grep -v '^\s*$' "$OUT/$name.log" | tail -1)
+  ROWS+=("$(printf '%-26s %-9s %6ss  %s' "$name" "$status" "$seconds" "${headline:0:110}")")
+  echo "   $status in ${seconds}s"
+done
+
+{
+  echo
+  echo "== gpu_check summary ($(cat "$OUT/device.txt"), --device $DEVICE)"
+  printf '%-26s %-9s %7s  %s\n' step status time headline
+  printf '%s\n' "${ROWS[@]}"
+  echo "logs: $OUT"
+} | tee "$OUT/summary.txt"
+exit $failed
