@@ -30,8 +30,9 @@ if [ ! -s /etc/munge/munge.key ]; then
   chmod 400 /etc/munge/munge.key
 fi
 if ! munge -n >/dev/null 2>&1; then
-  su -s /bin/sh munge -c "/usr/sbin/munged --pid-file=$DIR/munged.pid" \
-    || /usr/sbin/munged --force --pid-file="$DIR/munged.pid"
+  # In the foreground of a background shell job, so its PID is known here (munged runs as munge and
+  # cannot write a pid file into this root-owned directory) and stop.sh can end it by that PID.
+  su -s /bin/sh munge -c '/usr/sbin/munged --foreground >/dev/null 2>&1 & echo $!' > "$DIR/munged.pid"
   for _ in $(seq 50); do munge -n >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 
