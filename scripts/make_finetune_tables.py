@@ -2,7 +2,7 @@
 Table 3 cell we can run (configs/experiment/finetune_*), from the checked transcription.
 
 Usage:
-    python scripts/make_finetune_tables.py [--src ../shared/paper/tables.yaml] [--out-dir results/paper]
+    python scripts/make_finetune_tables.py [--src results/paper/transcription/tables.yaml] [--out-dir results/paper]
                                            [--experiments configs/experiment/finetune]
 
     python train.py experiment=finetune/flowers102_efficientnet_b7_sam    # one Table 3 cell
@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SRC = REPO_ROOT.parent / "shared" / "paper" / "tables.yaml"
+DEFAULT_SRC = REPO_ROOT / "results" / "paper" / "transcription" / "tables.yaml"
 DATASETS = {  # paper label -> (our dataset name, training examples (official train [+ val]), augment)
     "CIFAR-10": ("cifar10", 50000, "autoaugment"),
     "CIFAR-100": ("cifar100", 50000, "autoaugment"),
