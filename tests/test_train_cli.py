@@ -122,11 +122,14 @@ def test_torchrun_two_processes_match_single_process_chunks(tmp_path):
 
 @pytest.mark.slow
 def test_compile_and_channels_last_train_the_same_model(tmp_path):
-    """torch.compile (inductor on CPU) with channels_last: same SAM updates as eager, within float noise."""
-    # Two steps (the second with momentum): the two paths then agree to < 1e-5 while SAM and SGD differ by
-    # 0.1 (measured); a third step at this lr amplifies inductor's float round-off to ~1e-4 on some runs.
-    common = [*SMALL, "dataset=digits", "epochs=1", "batch_size=64", "m=32", "trainer.limit_train_batches=2"]
-    run_train(common, tmp_path / "eager")
+    """torch.compile (inductor on CPU): the same SAM updates as eager in the same memory format.
+
+    channels_last alone changes convolution round-off, which SAM steps at lr 0.1 amplify from < 1e-5
+    after one step to ~3e-4 after two (measured, eager vs eager); so compile is compared with eager
+    channels_last, where three steps agree to < 1e-5 (SAM vs SGD differ by 0.1 after two).
+    """
+    common = [*SMALL, "dataset=digits", "epochs=1", "batch_size=64", "m=32", "trainer.limit_train_batches=3"]
+    run_train([*common, "channels_last=true"], tmp_path / "eager")
     run_train([*common, "compile=true", "channels_last=true"], tmp_path / "compiled", timeout=900)
     a, b = final_weights(tmp_path / "eager"), final_weights(tmp_path / "compiled")
     assert a.keys() == b.keys()
