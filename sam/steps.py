@@ -167,6 +167,26 @@ def sam_step_chunked(
     if opts.perturbation != "per_replica":
         raise ValueError("m-sharpness chunks need perturbation='per_replica' (synced e(w) has no chunks)")
 
+    loss, hits = sam_chunk_passes(model, optimizer, x, y, opts, m, chunks)
+    return _apply_update(optimizer.base_optimizer, _trainable(optimizer), opts, loss, hits)
+
+
+def sam_chunk_passes(
+    model: nn.Module,
+    optimizer: SAM,
+    x: Tensor,
+    y: Tensor,
+    opts: StepOptions,
+    m: int,
+    chunks: int,
+    on_first_gradient: Callable[[list[Tensor | None]], None] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The two passes of every chunk, up to the base step: the k SAM gradients averaged in ``.grad``.
+
+    ``on_first_gradient`` sees each chunk's gradient at w (aligned with ``optimizer.params()``) before
+    e_i consumes it; the SAM variants use it to build the batch's plain gradient. Returns the mean loss
+    at w and the number of correct predictions.
+    """
     amp = opts.precision
     params = _trainable(optimizer)
     all_params = optimizer.params()
@@ -188,6 +208,8 @@ def sam_step_chunked(
         losses.append(loss.detach())
         hits.append(_hits(logits, yc))
         del logits
+        if on_first_gradient is not None:
+            on_first_gradient(grads)
         optimizer.first_step(grads=grads)  # w -> w + e_i
         del grads
         guard = amp.overflow_guard(optimizer.grad_norm)
@@ -202,9 +224,7 @@ def sam_step_chunked(
         finally:
             optimizer.restore()
     bn.finish()
-    return _apply_update(
-        optimizer.base_optimizer, params, opts, torch.stack(losses).mean(), torch.stack(hits).sum()
-    )
+    return torch.stack(losses).mean(), torch.stack(hits).sum()
 
 
 def sgd_step_chunked(

@@ -27,6 +27,7 @@ from sam.steps import (
     _no_sync,
     _num_chunks,
     _trainable,
+    sam_chunk_passes,
 )
 from sam.weight_decay import add_l2_gradient_
 
@@ -140,46 +141,17 @@ def sam_gradients_keeping_g(
 def _chunked(
     model: nn.Module, optimizer: SAM, x: Tensor, y: Tensor, opts: StepOptions, m: int, chunks: int
 ) -> tuple[Tensor, Tensor, list[Tensor | None]]:
-    """``sam_step_chunked``'s loop, also summing the chunks' first gradients (weight 1/k) into g."""
-    amp = opts.precision
-    params = _trainable(optimizer)
-    all_params = optimizer.params()
-    scale = amp.loss_scale
-    bn = ChunkedBNStats(model)
-    optimizer.zero_grad(set_to_none=True)
-    g: list[Tensor | None] = [None] * len(all_params)
-    losses, hits = [], []
-    for i, (xc, yc) in enumerate(zip(x.split(m), y.split(m))):
-        rng = RNGState(x.device)
-        bn.begin_chunk()
-        with _no_sync(model, True), true_gradient(model, True):
-            with amp.autocast():
-                logits = model(xc)
-                loss = opts.loss_fn(logits, yc)
-            grads = list(torch.autograd.grad(amp.scale(loss), all_params, allow_unused=True))
-        add_l2_gradient_(all_params, opts.l2_weight_decay, scale, grads=grads)
-        bn.end_chunk()
-        losses.append(loss.detach())
-        hits.append(_hits(logits, yc))
-        del logits
-        with torch.no_grad():
-            for j, gi in enumerate(grads):
-                if gi is not None:
-                    g[j] = gi / chunks if g[j] is None else g[j].add_(gi, alpha=1.0 / chunks)
-        optimizer.first_step(grads=grads)
-        del grads
-        guard = amp.overflow_guard(optimizer.grad_norm)
-        try:
-            rng.restore()
-            add_l2_gradient_(params, opts.l2_weight_decay, scale / chunks)
-            with _no_sync(model, i < chunks - 1), frozen_bn_stats(model):
-                with amp.autocast():
-                    loss_perturbed = opts.loss_fn(model(xc), yc) / chunks
-                amp.backward(_guarded(loss_perturbed, guard))
-        finally:
-            optimizer.restore()
-    bn.finish()
-    return torch.stack(losses).mean(), torch.stack(hits).sum(), g
+    """``sam_step_chunked``'s passes, also summing the chunks' first gradients (weight 1/k) into g."""
+    g: list[Tensor | None] = [None] * len(optimizer.params())
+
+    @torch.no_grad()
+    def add_to_g(grads: list[Tensor | None]) -> None:
+        for j, gi in enumerate(grads):
+            if gi is not None:
+                g[j] = gi / chunks if g[j] is None else g[j].add_(gi, alpha=1.0 / chunks)
+
+    loss, correct = sam_chunk_passes(model, optimizer, x, y, opts, m, chunks, on_first_gradient=add_to_g)
+    return loss, correct, g
 
 
 def plain_gradient(
