@@ -134,17 +134,7 @@ def sam_step(model: nn.Module, optimizer: SAM, x: Tensor, y: Tensor, opts: StepO
     # Pass 2 at w + e(w): same batch, same random draws, statistics frozen.
     try:
         rng.restore()
-        # L2 at w + e(w). Under DDP each replica's e differs, so it goes into .grad before the backward
-        # that averages; otherwise after, in the same order as sgd_step (rho = 0 is then bit-equal to SGD).
-        l2_first = isinstance(model, DistributedDataParallel)
-        if l2_first:
-            add_l2_gradient_(params, opts.l2_weight_decay, scale)
-        with frozen_bn_stats(model):
-            with amp.autocast():
-                loss_perturbed = opts.loss_fn(model(x), y)
-            amp.backward(_guarded(loss_perturbed, guard))
-        if not l2_first:
-            add_l2_gradient_(params, opts.l2_weight_decay, scale)
+        sam_second_pass(model, x, y, opts, params, guard)
     finally:
         optimizer.restore()  # w exactly, also when pass 2 raised
     return _apply_update(optimizer.base_optimizer, params, opts, loss.detach(), correct)
@@ -169,6 +159,26 @@ def sam_step_chunked(
 
     loss, hits = sam_chunk_passes(model, optimizer, x, y, opts, m, chunks)
     return _apply_update(optimizer.base_optimizer, _trainable(optimizer), opts, loss, hits)
+
+
+def sam_second_pass(
+    model: nn.Module, x: Tensor, y: Tensor, opts: StepOptions, params: list[Tensor], guard: Tensor | None
+) -> None:
+    """Pass 2 at w + e(w) on the whole batch, BatchNorm frozen, plus the L2 gradient at w + e(w).
+
+    Under DDP each replica's e differs, so L2 goes into .grad before the backward that averages;
+    otherwise after, in the same order as sgd_step (rho = 0 is then bit-equal to SGD).
+    """
+    amp = opts.precision
+    l2_first = isinstance(model, DistributedDataParallel)
+    if l2_first:
+        add_l2_gradient_(params, opts.l2_weight_decay, amp.loss_scale)
+    with frozen_bn_stats(model):
+        with amp.autocast():
+            loss_perturbed = opts.loss_fn(model(x), y)
+        amp.backward(_guarded(loss_perturbed, guard))
+    if not l2_first:
+        add_l2_gradient_(params, opts.l2_weight_decay, amp.loss_scale)
 
 
 def sam_chunk_passes(

@@ -15,19 +15,19 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from sam.batchnorm import ChunkedBNStats, frozen_bn_stats
+from sam.batchnorm import ChunkedBNStats
 from sam.optimizer import SAM
 from sam.randomness import RNGState, true_gradient
 from sam.steps import (
     StepOptions,
     StepResult,
     _apply_update,
-    _guarded,
     _hits,
     _no_sync,
     _num_chunks,
     _trainable,
     sam_chunk_passes,
+    sam_second_pass,
 )
 from sam.weight_decay import add_l2_gradient_
 
@@ -76,20 +76,11 @@ def perturbed_pass(
     """
     amp = opts.precision
     params = _trainable(optimizer)
-    scale = amp.loss_scale
     optimizer.first_step(zero_grad=True)
     guard = amp.overflow_guard(optimizer.grad_norm)
     try:
         rng.restore()
-        l2_first = is_ddp(model)  # as sam_step: under DDP the L2 term is averaged with the rest
-        if l2_first:
-            add_l2_gradient_(params, opts.l2_weight_decay, scale)
-        with frozen_bn_stats(model):
-            with amp.autocast():
-                loss_perturbed = opts.loss_fn(model(x), y)
-            amp.backward(_guarded(loss_perturbed, guard))
-        if not l2_first:
-            add_l2_gradient_(params, opts.l2_weight_decay, scale)
+        sam_second_pass(model, x, y, opts, params, guard)
     finally:
         optimizer.restore()
 
