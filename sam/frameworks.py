@@ -1,8 +1,9 @@
 """What ``SAM.step`` can tell about the framework calling it, to refuse what it cannot make exact.
 
 Never imports a framework: it only looks at modules the user has already imported. Used for three
-call patterns that would otherwise give silently wrong SAM (README, "Use it in your framework"):
-gradient accumulation in Lightning or Accelerate, and Accelerate's fp16 GradScaler around a closure.
+call patterns that would otherwise give silently wrong SAM or a foreign error (README, "Use it in your
+framework"): gradient accumulation in Lightning or Accelerate, and fp16 loss scaling around a closure
+(Lightning's automatic optimization, Accelerate's prepared optimizer).
 """
 
 from __future__ import annotations
@@ -16,6 +17,21 @@ def is_lightning_closure(closure: Callable[[], Any]) -> bool:
     """Lightning's precision plugins pass ``functools.partial(plugin._wrap_closure, ...)`` to ``step``."""
     owner = getattr(getattr(closure, "func", None), "__self__", None)
     return type(owner).__module__.split(".")[0] in ("lightning", "pytorch_lightning")
+
+
+def lightning_fp16_automatic(model: Any) -> bool:
+    """True for a LightningModule on a Trainer whose precision plugin scales the loss (fp16 "16-mixed")
+    and that uses automatic optimization: Lightning will call ``step()`` without a closure."""
+    trainer = getattr(model, "_trainer", None)  # the property raises when no Trainer is attached
+    if trainer is None or not getattr(model, "automatic_optimization", False):
+        return False
+    return getattr(getattr(trainer, "precision_plugin", None), "scaler", None) is not None
+
+
+def is_accelerate_scaler_patch(step: Any) -> bool:
+    """Accelerate's ``AcceleratedOptimizer.step`` replaces ``optimizer.step`` by its own function right
+    before ``GradScaler.step(optimizer, closure)``, and only when it has a GradScaler (fp16)."""
+    return getattr(step, "__module__", "").split(".")[0] == "accelerate"
 
 
 def accelerate_accumulation_steps() -> int:
@@ -58,10 +74,19 @@ ACCELERATE_ACCUMULATION = (
 )
 
 ACCELERATE_FP16 = (
-    "SAM.step(closure) under Accelerate with mixed_precision='fp16': its GradScaler unscales the "
-    "gradients before calling step, so the closure's scaled gradients would reach the base optimizer "
-    "unscaled. Use mixed_precision='bf16', or the manual two-call recipe in the README section "
-    "'Use it in your framework', which supports fp16."
+    "SAM.step(closure) under Accelerate with mixed_precision='fp16' is refused before anything ran: "
+    "Accelerate's GradScaler wraps step() and cannot unscale gradients that SAM's closure computes "
+    "inside it (on the first step it fails before SAM is called; later the closure's scaled gradients "
+    "would reach the base optimizer). Use mixed_precision='bf16', or the manual two-call recipe in the "
+    "README section 'Use it in your framework', which supports fp16."
+)
+
+LIGHTNING_FP16 = (
+    "SAM(model=...) in a LightningModule with automatic optimization and precision='16-mixed' is "
+    "refused at setup: Lightning's fp16 plugin runs the closure itself and then calls step() without "
+    "it, so SAM could not take its second pass. Use precision='bf16-mixed', or manual optimization "
+    "with the manual two-call recipe in the README section 'Use it in your framework', which "
+    "supports fp16."
 )
 
 ZEROED_GRADIENTS = (

@@ -68,6 +68,8 @@ class SAM(torch.optim.Optimizer):
         model: the module whose BatchNorm running statistics the second pass must not move: with it,
             ``first_step`` snapshots them and ``restore``/``second_step`` put them back, so statistics
             come from pass 1 only however SAM is driven (``step(closure)`` in Lightning, Accelerate).
+            A LightningModule with automatic optimization under fp16 ``"16-mixed"`` is refused here, at
+            setup, as Lightning would call ``step()`` without the closure.
         **base_kwargs: passed to ``base_optimizer`` (lr, momentum, nesterov, weight_decay, ...).
     """
 
@@ -85,6 +87,8 @@ class SAM(torch.optim.Optimizer):
         _check_nonnegative_finite("rho", rho)
         _check_nonnegative_finite("eta", eta)
         _check_base_optimizer(base_optimizer)
+        if model is not None and frameworks.lightning_fp16_automatic(model):
+            raise ValueError(frameworks.LIGHTNING_FP16)
         defaults = dict(rho=rho, adaptive=bool(adaptive), eta=eta, **base_kwargs)
         super().__init__(params, defaults)
         # The base optimizer shares our param-group dicts, so lr changes (schedulers) reach both.
@@ -108,6 +112,14 @@ class SAM(torch.optim.Optimizer):
         return f"sam-repro {__version__} SAM(base_optimizer={base}, {len(self.param_groups)} group(s))\n" + (
             super().__repr__()
         )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Accelerate's fp16 wrapper patches ``step`` just before its GradScaler calls it: refuse the
+        # closure form there, with our message, before the scaler asserts or anything runs.
+        pending = self.__dict__.get("_pass", {}).get("awaiting_second_step", True)
+        if name == "step" and not pending and frameworks.is_accelerate_scaler_patch(value):
+            raise RuntimeError(frameworks.ACCELERATE_FP16)
+        super().__setattr__(name, value)
 
     # -- parameter groups -------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:

@@ -121,18 +121,28 @@ def test_fp16_two_call_recipe_equals_a_gradscaler_loop_and_survives_an_overflow(
     assert_same_state(accelerator.unwrap_model(model), expected)
 
 
-def test_fp16_closure_is_refused(make_accelerator):
+def test_fp16_closure_is_refused_with_our_message_before_anything_runs(make_accelerator):
     accelerator = make_accelerator(fp16_scaler=2.0**8, mixed_precision="fp16")
     model, optimizer, loader = prepared(accelerator)
     x, y = next(iter(loader))
-    closure = lambda: accelerator.backward(nn.functional.cross_entropy(model(x), y))  # noqa: E731
-    before = [p.detach().clone() for p in model.parameters()]
-    # Closure alone: Accelerate's GradScaler finds nothing to unscale and asserts before calling us.
-    with pytest.raises(AssertionError, match=r"_scale is None|No inf checks"):
+    calls = []
+
+    def closure():
+        calls.append(1)
+        return accelerator.backward(nn.functional.cross_entropy(model(x), y))
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    refused = r"mixed_precision='fp16' is refused before anything ran.*bf16.*manual two-call recipe"
+    # The first step (was: Accelerate's GradScaler asserting "_scale is None" before calling us).
+    with pytest.raises(RuntimeError, match=refused):
         optimizer.step(closure)
-    # Gradients at w first (davda54's pattern): the scaler unscales them and calls SAM.step, which
-    # refuses rather than let the closure's scaled gradient reach the base optimizer.
+    assert calls == [] and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    # Gradients at w first (davda54's pattern): refused the same way, w unchanged.
     accelerator.backward(nn.functional.cross_entropy(model(x), y))
-    with pytest.raises(RuntimeError, match=r"mixed_precision='fp16'.*bf16.*manual two-call recipe"):
+    with pytest.raises(RuntimeError, match=refused):
         optimizer.step(closure)
-    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    assert all(torch.equal(p, before[k]) for k, p in model.named_parameters())
+    # The two-call recipe still works on the same wrapper after the refusals.
+    optimizer.zero_grad()
+    two_call_recipe(accelerator, model, optimizer, loader)
+    assert all(torch.isfinite(p).all() for p in model.parameters())

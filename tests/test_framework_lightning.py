@@ -133,12 +133,43 @@ def fp16_on_cpu(scale: float = 2.0**8) -> MixedPrecision:
     return MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=scale))
 
 
-def test_fp16_automatic_optimization_is_refused_naming_bf16_and_the_manual_recipe():
-    module = AutomaticSAM()
+class RecordSetupEnd(L.Callback):
+    """Records whether Lightning got past setup (configure_optimizers) to its first training batch."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.batches += 1
+
+
+def test_fp16_automatic_optimization_is_refused_at_setup_naming_bf16_and_the_manual_recipe():
+    module, started = AutomaticSAM(), RecordSetupEnd()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    with pytest.raises(
+        ValueError, match=r"precision='16-mixed' is refused at setup.*bf16-mixed.*manual two-call"
+    ):
+        fit(module, plugins=[fp16_on_cpu()], callbacks=[started])
+    assert started.batches == 0  # refused in configure_optimizers, before any batch
+    assert all(torch.equal(v, before[k]) for k, v in module.state_dict().items())  # weights and BN buffers
+
+
+class AutomaticSAMWithoutModel(AutomaticSAM):
+    def configure_optimizers(self):
+        return make_sam(self.parameters())
+
+
+def test_fp16_automatic_optimization_without_model_is_refused_before_any_weight_changes():
+    module = AutomaticSAMWithoutModel()
     before = [p.detach().clone() for p in module.parameters()]
-    with pytest.raises(ValueError, match=r"precision='16-mixed'.*bf16.*manual two-call recipe"):
+    with pytest.raises(ValueError, match=r"without a closure.*precision='16-mixed'.*bf16.*manual two-call"):
         fit(module, plugins=[fp16_on_cpu()])
-    assert all(torch.equal(p, b) for p, b in zip(module.parameters(), before))  # refused before any update
+    assert all(torch.equal(p, b) for p, b in zip(module.parameters(), before))
+
+
+def test_fp16_is_not_refused_at_setup_for_manual_optimization_or_bf16():
+    assert fit(ManualSAM(), max_steps=1, plugins=[fp16_on_cpu()]).global_step == 1
+    assert fit(AutomaticSAM(), max_steps=1, precision="bf16-mixed").global_step == 1
 
 
 def test_fp16_manual_recipe_equals_a_gradscaler_two_call_loop_and_survives_an_overflow():
