@@ -40,7 +40,7 @@ else
 fi
 
 STEPS=(
-  "pytest_gpu|$PY -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py"
+  "pytest_gpu|$PY -m pytest -m gpu -n0 -q -p no:cacheprovider tests/test_gpu.py"  # -n0: one GPU, one test at a time
   "bench_sam_bf16|$PY scripts/bench_sam.py ${SAM_ARGS[*]} --variants sgd,sam,asam,chunked --precision bf16"
   "bench_sam_fp16|$PY scripts/bench_sam.py ${SAM_ARGS[*]} --variants sgd,sam,asam,chunked --precision $FP16"
   "bench_train|$PY scripts/bench_train.py ${TRAIN_ARGS[*]}"

@@ -11,11 +11,13 @@ roughly halves the wall time of start-up-bound tests (torch + Hydra import) on t
 ``compose_train`` / ``train_in_process`` are the same command in this process (Hydra's compose API and
 train.py's ``train``), for tests of what a run computes rather than of the command itself.
 
-``run_forked`` is for many short commands that fail before training (the bad-input table): a server
-process imports train.py's modules once, then forks one child per command that runs train.py as
-``__main__`` with that ``sys.argv``: what ``python train.py ARGS`` runs, minus the import time. This saves the ~6 s of
-imports per command (20 commands: ~10 s instead of ~2 minutes on two busy cores). The server forks
-before any torch computation, so no thread pool is inherited.
+``run_train`` and ``run_many`` run each command as a child forked from a server process that has
+imported train.py's modules once (``run_forked``): a real process of its own, running train.py (or
+``tests/faults.py``) as ``__main__`` with that ``sys.argv`` and the caller's environment, exiting through
+its atexit handlers, killed by real signals: what ``python train.py ARGS`` runs, minus the ~5 s of
+imports (torch, torchvision, Hydra), which were most of the suite's time. The server forks before any
+torch computation, so no thread pool is inherited. ``fresh_interpreter=True`` (and any ``launcher``,
+e.g. torchrun) starts a new ``python`` instead: for the README's own commands and torch.compile.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import runpy
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -76,26 +80,47 @@ def run_train(
     timeout: float = 300,
     launcher: list[str] | None = None,
     fault: str | None = None,
+    fresh_interpreter: bool = False,
 ) -> Run:
     """``python train.py ARGS [hydra.run.dir=RUN_DIR]`` from the repo root, one thread, W&B offline.
 
     ``env`` adds variables. ``fault`` (e.g. ``"step:3:TERM"``) runs ``tests/faults.py`` instead, which is
     train.py with that fault injected (see there). ``launcher`` replaces ``python`` (e.g. torchrun).
+    A child still running after ``timeout`` seconds is killed (returncode -9).
     """
+    if launcher is None and not fresh_interpreter:
+        job = {"args": args, "run_dir": run_dir, "env": env, "fault": fault}
+        return run_forked([job], workers=1, timeout=timeout)[0]
     cmd = train_command(args, run_dir, launcher, script="tests/faults.py" if fault else "train.py")
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            cmd, cwd=REPO, env=child_env(env, fault), capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as err:
+        out, errs = (
+            x.decode(errors="replace") if isinstance(x, bytes) else (x or "")
+            for x in (err.stdout, err.stderr)
+        )
+        return Run(cmd, -signal.SIGKILL, out, errs, time.perf_counter() - start)
+    return Run(cmd, proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
+
+
+def child_env(env: dict[str, str] | None = None, fault: str | None = None) -> dict[str, str]:
+    """This process's environment for a train.py child: one thread, W&B offline, ``env`` added."""
     full_env = {k: v for k, v in os.environ.items() if k != "SAM_REPRO_FAULT"}
     full_env.update({"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})})
     if fault:
         full_env["SAM_REPRO_FAULT"] = fault
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
-    return Run(cmd, proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
+    return full_env
 
 
 def run_many(jobs: list[dict[str, Any]], workers: int = 3) -> list[Run]:
     """``run_train(**job)`` for every job, ``workers`` at a time; results in the order of ``jobs``."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda job: run_train(**job), jobs))
+    if any(job.get("launcher") or job.get("fresh_interpreter") for job in jobs):
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(lambda job: run_train(**job), jobs))
+    return run_forked(jobs, workers=workers, timeout=max(job.get("timeout", 300) for job in jobs))
 
 
 def results_numbers(run_dir: Path) -> dict[str, Any]:
@@ -154,14 +179,20 @@ def train_in_process(overrides: list[str], run_dir: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------- fork server
 _server: subprocess.Popen | None = None
+_server_lock = threading.Lock()  # one request at a time: run_many's callers may be threads
 
 
 def run_forked(jobs: list[dict[str, Any]], workers: int = 3, timeout: float = 120) -> list[Run]:
-    """Each job ``{"args": [...], "run_dir": Path, "env": {...}}`` as a forked ``train.main()``.
+    """Each job ``{"args": [...], "run_dir": Path, "env": {...}, "fault": ...}`` as a forked train.py.
 
     Returns one :class:`Run` per job (returncode negative = killed by that signal, as subprocess).
     A child still running after ``timeout`` seconds is killed (returncode -9).
     """
+    with _server_lock:
+        return _run_forked(jobs, workers, timeout)
+
+
+def _run_forked(jobs: list[dict[str, Any]], workers: int, timeout: float) -> list[Run]:
     global _server
     if _server is None or _server.poll() is not None:
         env = {k: v for k, v in os.environ.items() if k != "SAM_REPRO_FAULT"}
@@ -177,14 +208,15 @@ def run_forked(jobs: list[dict[str, Any]], workers: int = 3, timeout: float = 12
         atexit.register(_server.stdin.close)
     request, outputs = [], []
     for i, job in enumerate(jobs):
-        out_dir = Path(job.get("log_dir") or Path(job["run_dir"]).parent)
+        run_dir = job.get("run_dir")
+        out_dir = Path(job.get("log_dir") or (Path(run_dir).parent if run_dir else tempfile.mkdtemp()))
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = (out_dir / f"fork{i}.stdout", out_dir / f"fork{i}.stderr")
         outputs.append(paths)
-        argv = train_command(job["args"], job.get("run_dir"))[1:]
-        request.append(
-            {"argv": argv, "env": job.get("env") or {}, "stdout": str(paths[0]), "stderr": str(paths[1])}
-        )
+        script = "tests/faults.py" if job.get("fault") else "train.py"
+        argv = train_command(job["args"], job.get("run_dir"), script=script)[1:]
+        env = child_env(job.get("env"), job.get("fault"))
+        request.append({"argv": argv, "env": env, "stdout": str(paths[0]), "stderr": str(paths[1])})
     _server.stdin.write(json.dumps({"jobs": request, "workers": workers, "timeout": timeout}) + "\n")
     _server.stdin.flush()
     reply = _server.stdout.readline()
@@ -207,18 +239,27 @@ def run_forked(jobs: list[dict[str, Any]], workers: int = 3, timeout: float = 12
 
 
 def _child(job: dict[str, Any]) -> None:
-    """In the forked child: redirect output, set argv and env, run train.py as __main__, exit with its code."""
+    """In the forked child: the caller's environment, output redirected, argv set; the script (train.py or
+    tests/faults.py) as __main__; then what interpreter exit does (atexit handlers), and its exit code."""
     code = 1
     try:
+        os.environ.clear()
         os.environ.update(job["env"])
         for fd, path in ((1, job["stdout"]), (2, job["stderr"])):
             os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
         sys.argv = job["argv"]
         try:
-            runpy.run_path(str(REPO / "train.py"), run_name="__main__")  # its imports are cached already
+            runpy.run_path(str(REPO / job["argv"][0]), run_name="__main__")  # its imports are cached already
             code = 0
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        except KeyboardInterrupt:  # uncaught: python prints it, then dies by SIGINT (returncode -2)
+            traceback.print_exc()
+            atexit._run_exitfuncs()
+            sys.stderr.flush()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        atexit._run_exitfuncs()  # logging.shutdown, W&B teardown: what a normal exit runs
     except BaseException:
         traceback.print_exc()
     finally:

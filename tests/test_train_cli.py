@@ -43,6 +43,7 @@ def test_multirun_over_two_values_writes_two_run_dirs(tmp_path, launcher):
             f"hydra.sweep.dir={sweep}",
         ],
         timeout=600,
+        fresh_interpreter=True,  # the user's command itself: a new python
     )
     dirs = sorted(p.parent for p in sweep.rglob("results.json"))
     assert len(dirs) == 2
@@ -130,7 +131,13 @@ def test_compile_and_channels_last_train_the_same_model(tmp_path):
     """
     common = [*SMALL, "dataset=digits", "epochs=1", "batch_size=64", "m=32", "trainer.limit_train_batches=3"]
     run_train([*common, "channels_last=true"], tmp_path / "eager")
-    run_train([*common, "compile=true", "channels_last=true"], tmp_path / "compiled", timeout=900)
+    # A new python for inductor (its compile workers), as a user's run has.
+    run_train(
+        [*common, "compile=true", "channels_last=true"],
+        tmp_path / "compiled",
+        timeout=900,
+        fresh_interpreter=True,
+    )
     a, b = final_weights(tmp_path / "eager"), final_weights(tmp_path / "compiled")
     assert a.keys() == b.keys()
     for k in a:
