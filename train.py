@@ -42,21 +42,21 @@ from torch.nn.parallel import DistributedDataParallel
 from data import build_data
 from models import create_model
 from models.pretrained import prepare_for_finetuning, split_finetune_options
-from sam import SAM, StepOptions, decoupled_param_groups, resolve_precision, select_step
+from sam import StepOptions, resolve_precision, select_step
 from sam.trainer.checkpoint import CheckpointManager
-from sam.trainer.config import effective_m, unknown_key_message, uses_sam, validate
+from sam.trainer.config import effective_m, unknown_key_message, validate
 from sam.trainer.diskspace import disk_full_cause
 from sam.trainer.distributed import DistContext, export_slurm_env, setup_distributed
 from sam.trainer.exit_codes import ExitCode, RunError
 from sam.trainer.inputs import check_data_fingerprint
 from sam.trainer.loop import NonFiniteLossError
+from sam.trainer.optimizers import build_optimizer
 from sam.trainer.preemption import HANDLER as PREEMPTION
 from sam.trainer.preflight import claim_run_dir, preflight, release_claim
 from sam.trainer.provenance import device_name
 from sam.trainer.run import OPERATIONAL_KEYS, Objects, Run, load_resume_state
 from sam.trainer.rundir import LOCK_NAME, RunRecords
 from sam.trainer.schedule import warmup_then
-from sam.variants import VARIANTS, build_variant
 
 log = logging.getLogger("train")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -223,12 +223,6 @@ def build(cfg: DictConfig, ctx: DistContext) -> Objects:
     if cfg.channels_last:
         raw_model = raw_model.to(memory_format=torch.channels_last)
 
-    opt_cfg = cfg.optimizer
-    if opt_cfg.weight_decay_mode == "l2_loss":  # official: 0.5*wd*||w||^2 in the loss, all parameters
-        params, base_wd, l2 = raw_model.parameters(), 0.0, cfg.weight_decay
-    else:
-        params, base_wd, l2 = decoupled_param_groups(raw_model, cfg.weight_decay), cfg.weight_decay, 0.0
-    sgd_kwargs = dict(lr=cfg.lr, momentum=opt_cfg.momentum, nesterov=opt_cfg.nesterov, weight_decay=base_wd)
     steps_per_epoch = len(data.train)
     if cfg.trainer.limit_train_batches is not None:
         steps_per_epoch = min(steps_per_epoch, int(cfg.trainer.limit_train_batches))
@@ -236,29 +230,8 @@ def build(cfg: DictConfig, ctx: DistContext) -> Objects:
         raise ValueError(
             f"batch_size={cfg.batch_size} leaves no full training batch ({data.num_train} examples); lower batch_size"
         )
-    if uses_sam(cfg) and opt_cfg.name in VARIANTS:  # the efficient SAM family (sam/variants)
-        optimizer = build_variant(
-            opt_cfg.name,
-            params,
-            model=raw_model,
-            rho=cfg.rho,
-            adaptive=opt_cfg.adaptive,
-            eta=opt_cfg.eta,
-            options=OmegaConf.to_container(opt_cfg.variant) if opt_cfg.variant is not None else None,
-            total_steps=cfg.epochs * steps_per_epoch,
-            steps_per_epoch=steps_per_epoch,
-            seed=cfg.seed,
-            **sgd_kwargs,
-        )
-        base = optimizer.base_optimizer
-    elif uses_sam(cfg):
-        optimizer = SAM(
-            params, torch.optim.SGD, rho=cfg.rho, adaptive=opt_cfg.adaptive, eta=opt_cfg.eta, **sgd_kwargs
-        )
-        base = optimizer.base_optimizer
-    else:
-        optimizer = base = torch.optim.SGD(params, **sgd_kwargs)
-    step_fn = select_step(optimizer, cfg.m, cfg.batch_size // ctx.world_size)
+    built = build_optimizer(cfg, raw_model, steps_per_epoch)
+    step_fn = select_step(built.optimizer, cfg.m, cfg.batch_size // ctx.world_size)
 
     model: nn.Module = raw_model
     if cfg.compile:
@@ -272,24 +245,24 @@ def build(cfg: DictConfig, ctx: DistContext) -> Objects:
         )
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        base,
+        built.base,
         warmup_then(
             cfg.schedule.name, cfg.epochs * steps_per_epoch, cfg.schedule.warmup_epochs * steps_per_epoch
         ),
     )
     options = StepOptions(
         loss_fn=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
-        l2_weight_decay=l2,
+        l2_weight_decay=built.l2_weight_decay,
         grad_clip=cfg.grad_clip,
         precision=precision,
-        perturbation=opt_cfg.perturbation,
+        perturbation=cfg.optimizer.perturbation,
     )
     return Objects(
         data=data,
         model=model,
         raw_model=raw_model,
-        optimizer=optimizer,
-        base_optimizer=base,
+        optimizer=built.optimizer,
+        base_optimizer=built.base,
         scheduler=scheduler,
         step_fn=step_fn,
         step_options=options,
