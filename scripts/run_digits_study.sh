@@ -21,6 +21,7 @@ wait
 
 # 3. tables, figures, flatness of the clean-label SGD and SAM (rho 0.1) models
 $PY scripts/compare.py $RUNS --tables table4 --out results/digits/compare.md
+$PY scripts/compare.py $RUNS --tables table4 --csv --out results/digits/compare.csv >/dev/null
 $PY scripts/plot.py $RUNS --out-dir results/digits/figures
 for d in $(grep -l '"label_noise": 0.0' $RUNS/noise_*/*/results.json | xargs -n1 dirname); do
   $PY scripts/sharpness.py "$d" --num-examples 512 --k 5 --rho 0.1 --m 64 --out "$d/sharpness.json"
