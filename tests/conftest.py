@@ -13,9 +13,10 @@ import os
 from collections import Counter
 
 import pytest
-import torch
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch  # only in workers: the controller never computes
+
     torch.set_num_threads(1)
 
 FIRST = ("test_slurm.py",)
