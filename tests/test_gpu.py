@@ -119,6 +119,7 @@ def test_train_py_on_cuda_with_fp16(tmp_path):
             "trainer.limit_train_batches=5",
         ],
         tmp_path / "run",
+        fresh_interpreter=True,  # CUDA initialised in a new python, as a user's run
     )
     assert run.returncode == 0, run.output
     results = json.loads((tmp_path / "run" / "results.json").read_text())
