@@ -42,6 +42,21 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The smallest real run the end-to-end tests share (the issues' "$B"): 2 epochs x 4 steps of a
+# 0.08M-parameter WRN on digits, m=16 (two e(w) chunks per batch), no logger. Tests add what they need.
+TINY_RUN = [
+    "model=wrn_tiny",
+    "model.widen_factor=1",
+    "dataset=digits",
+    "batch_size=32",
+    "m=16",
+    "epochs=2",
+    "seed=0",
+    "device=cpu",
+    "logger=none",
+    "trainer.limit_train_batches=4",
+]
+
 # Differ between two otherwise identical runs (clock-dependent); everything else in results.json must not.
 TIMING_KEYS = ("wall_time_s", "images_per_s", "epoch_time_s")
 

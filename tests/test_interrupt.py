@@ -4,20 +4,9 @@ process exits 130 with one line and no traceback, and the identical command resu
 from __future__ import annotations
 
 import pytest
-from cli import final_weights, metrics_records, results_numbers, run_many, run_train, same_tensors
+from cli import TINY_RUN, final_weights, metrics_records, results_numbers, run_many, run_train, same_tensors
 
-B = [
-    "model=wrn_tiny",
-    "model.widen_factor=1",
-    "dataset=digits",
-    "batch_size=32",
-    "m=16",
-    "epochs=2",
-    "seed=0",
-    "device=cpu",
-    "logger=none",
-    "trainer.limit_train_batches=4",
-]
+B = TINY_RUN
 
 
 @pytest.mark.slow

@@ -38,6 +38,7 @@ import pytest
 import torch
 from cli import (
     REPO,
+    TINY_RUN,
     final_weights,
     metrics_records,
     results_numbers,
@@ -57,21 +58,12 @@ from sam.trainer.loop import EpochTotals, NonFiniteLossError, train_one_epoch
 from sam.trainer.preemption import PreemptionHandler
 from sam.trainer.rundir import RunDirMismatchError
 
-# 2 epochs x 4 steps of a 0.08M-parameter WRN on digits. Dropout (global RNG), m=16 (two e(w) chunks per
-# batch) and the basic augmentation (per-epoch draws) are on, so a resume must restore all of them.
+# tests/cli.py's TINY_RUN (2 epochs x 4 steps, m=16: two e(w) chunks per batch) with dropout (global RNG)
+# and the basic augmentation (per-epoch draws) on, so a resume must restore all of them.
 TINY = [
-    "model=wrn_tiny",
-    "model.widen_factor=1",
+    *TINY_RUN,
     "model.drop_rate=0.2",
-    "dataset=digits",
     "augment=basic",
-    "batch_size=32",
-    "m=16",
-    "epochs=2",
-    "seed=0",
-    "device=cpu",
-    "logger=none",
-    "trainer.limit_train_batches=4",
     "trainer.limit_val_batches=1",
     "trainer.eval_batch_size=128",
     "trainer.log_every_n_steps=1",

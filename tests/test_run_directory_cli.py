@@ -32,24 +32,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli import REPO, run_forked, run_many, run_train, train_command
+from cli import REPO, TINY_RUN, run_forked, run_many, run_train, train_command
 from fake_data import write_fake_cifar
 
-# The issue's $B (2 epochs x 4 steps of a 0.08M-parameter WRN on digits), evaluation cut to one batch.
-B = [
-    "model=wrn_tiny",
-    "model.widen_factor=1",
-    "dataset=digits",
-    "batch_size=32",
-    "m=16",
-    "epochs=2",
-    "seed=0",
-    "device=cpu",
-    "logger=none",
-    "trainer.limit_train_batches=4",
-    "trainer.limit_val_batches=1",
-    "trainer.eval_batch_size=128",
-]
+# The issue's $B (tests/cli.py's TINY_RUN), evaluation cut to one batch.
+B = [*TINY_RUN, "trainer.limit_val_batches=1", "trainer.eval_batch_size=128"]
 
 
 def tree(root: Path) -> dict[str, tuple[bytes, int]]:

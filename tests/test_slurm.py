@@ -29,25 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from cli import REPO, final_weights, metrics_records, results_numbers, same_tensors
+from cli import REPO, TINY_RUN, final_weights, metrics_records, results_numbers, same_tensors
 
 pytestmark = pytest.mark.slow
 
 REQUIRED = os.environ.get("SAM_REPRO_SLURM") == "1"
 PARTITIONS = ("debug", "low", "high")  # .ci/slurm/start.sh: low is preempted by high
-TINY = [
-    "model=wrn_tiny",
-    "model.widen_factor=1",
-    "dataset=digits",
-    "batch_size=32",
-    "m=16",
-    "epochs=2",
-    "seed=0",
-    "rho=0.05",
-    "device=cpu",
-    "logger=none",
-    "trainer.limit_train_batches=4",
-]
+TINY = [*TINY_RUN, "rho=0.05"]
 DDP = [*TINY[:3], "batch_size=64", "m=16", *TINY[5:]]  # 2 processes x 32 examples, 2 chunks each
 SITE = REPO / "tests" / "slurm_site"  # its sitecustomize.py: the wait-at-step-2 hook in every job
 # The README's SLURM check, verbatim (runs/ becomes the test's directory).

@@ -31,6 +31,7 @@ from sam.trainer.distributed import DistContext, all_reduce_sum, average_bn_stat
 from sam.trainer.inputs import code_state, extend_code_history
 from sam.trainer.loop import EpochTotals, NonFiniteLossError, evaluate, train_one_epoch
 from sam.trainer.provenance import device_name, git_commit
+from sam.trainer.rundir import flatten_config
 from sam.trainer.tracking import MetricsFile, NullTracker, make_tracker
 from sam.variants import WITHOUT_RHO
 
@@ -73,21 +74,12 @@ OPERATIONAL_KEYS = (
 )
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
 def check_same_run(state: dict[str, Any], resolved: dict[str, Any]) -> None:
     """Refuse to resume a run directory with a command that would compute something else."""
     saved = state.get("config")
     if saved is None:
         return
-    old, new = _flatten(saved), _flatten(resolved)
+    old, new = flatten_config(saved), flatten_config(resolved)
     changed = sorted(
         k
         for k in old.keys() | new.keys()

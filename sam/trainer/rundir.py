@@ -171,19 +171,20 @@ def release_run_dir(run_dir: Path | str, remove: bool = False) -> None:
 
 
 # ------------------------------------------------------------------------------------- finished runs
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"a.b.c": value}``."""
     if not isinstance(tree, dict):
         return {prefix: tree}
     out: dict[str, Any] = {}
     for k, v in tree.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        out.update(flatten_config(v, f"{prefix}.{k}" if prefix else str(k)))
     return out
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any], ignore: Iterable[str] = ()) -> list[str]:
     """``"key: old -> new"`` for every dotted key that differs, except ``ignore`` keys and their subkeys."""
     ignore = tuple(ignore)
-    flat_old, flat_new = _flatten(old), _flatten(new)
+    flat_old, flat_new = flatten_config(old), flatten_config(new)
     keys = sorted(
         k
         for k in flat_old.keys() | flat_new.keys()
