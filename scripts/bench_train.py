@@ -5,7 +5,7 @@
 
 Both loops run the same maths on the same batches from the same tensor loader: SAM (rho 0.05, Nesterov
 0.9), weight decay as the L2 gradient, clipping at 5.0. "ours" is exactly what train.py runs per epoch
-(``sam.trainer.loop.train_one_epoch`` with the step function ``select_step`` picks: BN freezing, RNG replay,
+(``trainer.loop.train_one_epoch`` with the step function ``select_step`` picks: BN freezing, RNG replay,
 ``true_gradient`` toggling, L2 hooks, device-side loss/accuracy totals, non-finite checks, tqdm); "bare"
 is the shortest correct loop a user would write by hand. Rounds alternate between the two in one
 process; the script prints images/s medians and the ratio ours/bare (target >= 0.95).
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: s
 from data import build_data
 from models import create_model
 from sam import SAM, StepOptions, frozen_bn_stats, select_step
-from sam.trainer.loop import EpochTotals, train_one_epoch
+from trainer.loop import EpochTotals, train_one_epoch
 
 
 def write_cifar_shaped(root: Path, n: int) -> None:

@@ -34,7 +34,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from torch.utils.flop_counter import FlopCounterMode
 
-import sam.trainer.config  # noqa: F401  (registers train.yaml's schema with Hydra)
+import trainer.spec  # noqa: F401  (registers train.yaml's schema with Hydra)
 from models import create_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

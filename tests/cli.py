@@ -174,7 +174,7 @@ def train_in_process(overrides: list[str], run_dir: Path) -> dict[str, Any]:
     """train.py's ``train`` on the composed config, on one thread as ``run_train``'s processes (so the
     numbers are bitwise those of ``python train.py``); torch's threads, RNG and determinism are restored."""
     import train
-    from sam.trainer.preflight import release_claim
+    from trainer.rundir import release_claim
 
     threads, rng = torch.get_num_threads(), torch.get_rng_state()
     deterministic = torch.are_deterministic_algorithms_enabled()

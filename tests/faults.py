@@ -1,7 +1,7 @@
 """Test-only: ``python tests/faults.py ARGS`` is ``python train.py ARGS`` with a fault at an exact point.
 
 ``SAM_REPRO_FAULT=POINT:N[:ACTION],...`` fires ACTION the N-th time this process reaches POINT, through
-the trainer's hooks (``sam.trainer.hooks``), so "killed anywhere, resumed exactly" is checked end to end
+the trainer's hooks (``trainer.hooks``), so "killed anywhere, resumed exactly" is checked end to end
 on a real training process. Points: ``step`` (after each training step, where the loop looks at the
 preemption flag) and ``ckpt_written`` / ``ckpt_synced`` / ``ckpt_rotated`` (inside a checkpoint write).
 ACTION is a signal name sent to this very process (default ``KILL``: nothing runs after it, like a node
@@ -65,7 +65,7 @@ class FaultInjector:
         return action
 
     def hook(self, stage: str, run: Any) -> None:
-        """A ``sam.trainer.hooks`` hook: the points are the trainer's stages under their short names."""
+        """A ``trainer.hooks`` hook: the points are the trainer's stages under their short names."""
         point = next(p for p, s in POINTS.items() if s == stage)
         if self.hit(point) == "NAN":
             with torch.no_grad():
@@ -75,7 +75,7 @@ class FaultInjector:
 
 def main() -> None:
     sys.path[0] = str(REPO)  # train.py's imports, not tests/
-    from sam.trainer.hooks import add_hook
+    from trainer.hooks import add_hook
 
     add_hook(FaultInjector(os.environ.get(FAULT_ENV, "")).hook)
     sys.argv[0] = str(REPO / "train.py")

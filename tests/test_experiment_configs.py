@@ -25,8 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from data.augment import make_spec
 from data.build import DATASET_AUGMENTS, DATASETS, LOADERS
 from models import create_model, list_models
-from sam.trainer.config import OPTIMIZERS, validate
-from sam.trainer.schedule import SCHEDULES
+from trainer.spec import OPTIMIZERS, validate
+from trainer.spec import SCHEDULES
 from sam.weight_decay import WEIGHT_DECAY_MODES
 from scripts.paper_tables import find_paper_cell, load_paper_cells
 

@@ -15,7 +15,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from models import create_model
-from sam.trainer.config import validate  # also registers the config schema train.yaml starts from
+from trainer.spec import validate  # also registers the config schema train.yaml starts from
 
 REPO = Path(__file__).resolve().parents[1]
 FINETUNE = REPO / "configs" / "experiment" / "finetune"

@@ -52,11 +52,11 @@ from faults import FaultInjector
 from torch import nn
 
 from sam import SAM, Precision, StepOptions, sam_step, sgd_step
-from sam.trainer.atomic import atomic_torch_save, atomic_write, atomic_write_text
-from sam.trainer.checkpoint import FORMAT, CheckpointError, CheckpointManager
-from sam.trainer.loop import EpochTotals, NonFiniteLossError, train_one_epoch
-from sam.trainer.preemption import PreemptionHandler
-from sam.trainer.rundir import RunDirMismatchError
+from trainer.rundir import atomic_torch_save, atomic_write, atomic_write_text
+from trainer.rundir import FORMAT, CheckpointError, CheckpointManager
+from trainer.loop import EpochTotals, NonFiniteLossError, train_one_epoch
+from trainer.cluster import PreemptionHandler
+from trainer.rundir import RunDirMismatchError
 
 # tests/cli.py's TINY_RUN (2 epochs x 4 steps, m=16: two e(w) chunks per batch) with dropout (global RNG)
 # and the basic augmentation (per-epoch draws) on, so a resume must restore all of them.
@@ -313,7 +313,7 @@ def test_a_bad_last_checkpoint_is_named_skipped_and_never_kept(tmp_path, caplog,
     else:
         last.write_bytes(b"")
     resumed = CheckpointManager(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="sam.trainer.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="trainer.rundir"):
         assert resumed.load_latest()["step"] == 1
     assert str(last) in caplog.text
     resumed.save({"step": 3})  # the bad file is overwritten, not rotated into prev.pt

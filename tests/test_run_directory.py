@@ -27,10 +27,10 @@ from fake_data import write_fake_cifar, write_fake_run
 from omegaconf import OmegaConf
 
 from data.fingerprint import data_fingerprint
-from sam.trainer.diskspace import DiskFullError, disk_full_guard, state_nbytes
-from sam.trainer.exit_codes import ExitCode
-from sam.trainer.inputs import DataChangedError, check_data_fingerprint, extend_code_history
-from sam.trainer.rundir import (
+from trainer.rundir import DiskFullError, disk_full_guard, state_nbytes
+from trainer.cluster import ExitCode
+from trainer.tracking import DataChangedError, check_data_fingerprint, extend_code_history
+from trainer.rundir import (
     LOCK_NAME,
     RunDirLock,
     RunDirLockedError,
@@ -39,7 +39,7 @@ from sam.trainer.rundir import (
     config_differences,
     finished_results,
 )
-from sam.trainer.wandb_fallback import has_api_key, server_reachable
+from trainer.tracking import has_api_key, server_reachable
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import train
 from data import build_data
 from models import create_model
-from sam.trainer.config import validate
+from trainer.spec import validate
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = [

@@ -1,6 +1,6 @@
 """Test-only (tests/test_slurm.py puts this directory on PYTHONPATH of the jobs it submits).
 
-With ``SAM_REPRO_WAIT_MARKER=PATH`` set, every Python process that imports ``sam.trainer.hooks`` gets a
+With ``SAM_REPRO_WAIT_MARKER=PATH`` set, every Python process that imports ``trainer.hooks`` gets a
 hook that, at the ``SAM_REPRO_WAIT_STEP``-th training step (default 2), creates PATH (holding
 ``SLURM_JOB_ID PID``) and waits until a signal reaches the trainer (at most 240 s): the test sees the
 marker, then has SLURM preempt, signal or time out the job at that exact step. It fires only while PATH
@@ -42,10 +42,10 @@ def wait_hook(stage: str, run) -> None:
 
 
 class _AddHookOnImport(importlib.abc.MetaPathFinder):
-    """After ``sam.trainer.hooks`` is executed, register :func:`wait_hook` (no import of torch here)."""
+    """After ``trainer.hooks`` is executed, register :func:`wait_hook` (no import of torch here)."""
 
     def find_spec(self, name, path, target=None):
-        if name != "sam.trainer.hooks":
+        if name != "trainer.hooks":
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None:

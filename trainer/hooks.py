@@ -13,7 +13,7 @@ from typing import Any
 
 STAGES = ("after_step", "checkpoint_written", "checkpoint_synced", "checkpoint_rotated")
 
-Hook = Callable[[str, Any], None]  # (stage, the sam.trainer.run.Run)
+Hook = Callable[[str, Any], None]  # (stage, the trainer.run.Run)
 HOOKS: list[Hook] = []
 
 

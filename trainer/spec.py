@@ -1,4 +1,9 @@
-"""Every check of what a user asks for, in one module.
+"""The RunSpec: every check of what a user asks for, and every fact derived from it, made once.
+
+- :class:`RunSpec` is computed once per process from the composed config (:meth:`RunSpec.from_config`):
+  after it, nothing reads the raw config to decide what a run is. Its facts (SAM or not, the recorded
+  optimizer, rho and m, the per-device batch, precision, the step's chunk size) go into results.json,
+  where compare, plot and evaluate read them instead of deriving them again.
 
 - :class:`TrainConfig` is the schema of ``configs/train.yaml`` (registered with Hydra's ConfigStore as
   ``train_schema``, the first entry of its defaults list): Hydra rejects a key it lacks and converts or
@@ -14,6 +19,7 @@ constructor arguments; W&B's settings), and Hydra's struct mode still rejects ke
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -24,11 +30,11 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from sam.precision import PRECISIONS
 from sam.steps import PERTURBATION_MODES
-from sam.trainer.schedule import SCHEDULES
 from sam.variants import VARIANTS, WITHOUT_RHO
 from sam.weight_decay import WEIGHT_DECAY_MODES
 
 OPTIMIZERS = ("sgd", "sam", "asam", *VARIANTS)
+SCHEDULES = ("cosine", "constant")  # trainer/build.py: warmup_then
 LOGGERS = ("none", "wandb")
 GROUPS = ("model", "dataset", "optimizer", "schedule", "logger", "experiment")
 
@@ -201,16 +207,116 @@ def validate(cfg: DictConfig, world_size: int) -> None:
         )
 
 
-def uses_sam(cfg: DictConfig) -> bool:
-    """SAM, ASAM or a variant with rho > 0 (MESA needs no rho); rho = 0 is the SGD baseline with every
-    other line shared."""
-    return cfg.optimizer.name != "sgd" and (cfg.rho > 0 or cfg.optimizer.name in WITHOUT_RHO)
+# Keys that change how a run is executed or logged, not what it computes: they may differ on resume.
+OPERATIONAL_KEYS = (
+    "logger",
+    "device",
+    "compile",
+    "dataset.root",
+    "dataset.num_workers",
+    "dataset.download",
+    "trainer.log_every_n_steps",
+    "trainer.checkpoint_interval_min",
+    "trainer.save_final_model",
+    "trainer.eval_batch_size",
+    "trainer.max_nonfinite_steps",  # raised after an exit 3 to resume through a transient NaN streak
+    "trainer.allow_data_change",
+)
 
 
-def effective_m(cfg: DictConfig, world_size: int) -> int:
-    """Examples per BatchNorm batch and per e(w), for every optimizer: SGD baselines also run in chunks of
-    m (``select_step``), so their m is what they compute, not a SAM-only field."""
-    per_device = cfg.batch_size // world_size
-    if cfg.optimizer.perturbation == "synced" and uses_sam(cfg):
-        return cfg.batch_size  # e(w) from the all-reduced gradient (BatchNorm still per device)
-    return cfg.m or per_device
+@dataclass(frozen=True)
+class TrainerSettings:
+    """How the loop runs and records (``trainer.*``), validated."""
+
+    limit_train_batches: int | None
+    limit_val_batches: int | None
+    eval_batch_size: int
+    log_every_n_steps: int
+    checkpoint_interval_min: float | None
+    max_nonfinite_steps: int
+    allow_data_change: bool
+    deterministic: bool
+    save_final_model: bool
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What one run is: the validated config and every fact derived from it, decided here and only here.
+
+    ``cfg`` (read-only) is what ``trainer/build.py`` turns into objects; the run itself reads the fields.
+    """
+
+    cfg: DictConfig = field(repr=False)  # the composed config, read-only
+    config: dict[str, Any] = field(repr=False)  # the resolved config: checkpoints and results.json record it
+    world_size: int
+    device: str  # resolved: "cpu", "cuda:0", ...
+    # -- what the user asked for, validated
+    model: str
+    dataset: str
+    augment: str
+    seed: int
+    epochs: int
+    batch_size: int
+    label_noise: float
+    channels_last: bool
+    compile: bool
+    logger: str
+    trainer: TrainerSettings
+    # -- derived facts (results.json records them; readers never derive them again)
+    uses_sam: bool  # SAM, ASAM or a variant with rho > 0 (MESA needs no rho); rho = 0 is the SGD baseline
+    optimizer: str  # the optimizer that ran: "sgd" for SGD and for SAM at rho = 0
+    rho: float  # rho that ran: 0 for SGD and for variants whose update has no rho
+    per_device_batch: int
+    m: int  # examples per BatchNorm batch and per e(w), for every optimizer (SGD runs in chunks of m too)
+    step_m: int | None  # the chunk size the step function gets (None: the whole per-device batch)
+    precision: str  # resolved: fp32 | bf16 | fp16
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, world_size: int, device: str) -> RunSpec:
+        """Validate ``cfg`` (ValueError naming the value and the choices) and derive every fact."""
+        from sam.precision import resolve_precision  # torch-only, but keep the schema import light
+
+        validate(cfg, world_size)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        frozen = copy.deepcopy(cfg)  # interpolations kept (Hydra's records show them), never changed again
+        OmegaConf.set_readonly(frozen, True)
+        name = cfg.optimizer.name
+        sam_run = name != "sgd" and (cfg.rho > 0 or name in WITHOUT_RHO)
+        per_device = cfg.batch_size // world_size
+        synced = cfg.optimizer.perturbation == "synced" and sam_run
+        return cls(
+            cfg=frozen,
+            config=config,
+            world_size=world_size,
+            device=str(device),
+            model=cfg.model.name,
+            dataset=cfg.dataset.name,
+            augment=cfg.augment,
+            seed=cfg.seed,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            label_noise=cfg.label_noise,
+            channels_last=cfg.channels_last,
+            compile=cfg.compile,
+            logger=cfg.logger.name,
+            trainer=TrainerSettings(**{f.name: cfg.trainer[f.name] for f in fields(TrainerSettings)}),
+            uses_sam=sam_run,
+            optimizer=name if sam_run else "sgd",
+            rho=float(cfg.rho) if sam_run and name not in WITHOUT_RHO else 0.0,
+            per_device_batch=per_device,
+            m=cfg.batch_size if synced else (cfg.m or per_device),  # synced: e(w) from the whole batch
+            step_m=cfg.m,
+            precision=resolve_precision(cfg.precision, device).name,
+        )
+
+    def facts(self) -> dict[str, Any]:
+        """The derived facts results.json records (``spec`` block) for compare, plot and evaluate."""
+        return {
+            "uses_sam": self.uses_sam,
+            "optimizer": self.optimizer,
+            "rho": self.rho,
+            "m": self.m,
+            "per_device_batch": self.per_device_batch,
+            "world_size": self.world_size,
+            "precision": self.precision,
+        }

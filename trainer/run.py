@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,61 +18,37 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from torch import nn
 
-from data import DataBundle
 from sam.randomness import RNGState
-from sam.steps import StepOptions
-from sam.trainer import hooks, preemption
-from sam.trainer.atomic import atomic_torch_save, atomic_write_text
-from sam.trainer.checkpoint import CheckpointError, CheckpointManager
-from sam.trainer.config import uses_sam
-from sam.trainer.distributed import DistContext, all_reduce_sum, average_bn_stats, gather_objects
-from sam.trainer.inputs import code_state, extend_code_history
-from sam.trainer.loop import EpochTotals, NonFiniteLossError, evaluate, train_one_epoch
-from sam.trainer.provenance import device_name, git_commit
-from sam.trainer.rundir import flatten_config
-from sam.trainer.tracking import MetricsFile, NullTracker, make_tracker
-from sam.variants import WITHOUT_RHO
+from trainer import cluster, hooks
+from trainer.build import Objects, build
+from trainer.cluster import DistContext, all_reduce_sum, average_bn_stats, gather_objects
+from trainer.loop import EpochTotals, NonFiniteLossError, evaluate, train_one_epoch
+from trainer.rundir import (
+    CheckpointError,
+    CheckpointManager,
+    RunRecords,
+    atomic_torch_save,
+    atomic_write_text,
+    claim_run_dir,
+    flatten_config,
+)
+from trainer.spec import OPERATIONAL_KEYS, RunSpec
+from trainer.tracking import (
+    MetricsFile,
+    NullTracker,
+    check_data_fingerprint,
+    code_state,
+    device_name,
+    extend_code_history,
+    git_commit,
+    make_tracker,
+)
 
 log = logging.getLogger("train")
-REPO = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class Objects:
-    """What ``train.py``'s ``build`` makes from a config."""
-
-    data: DataBundle
-    model: nn.Module  # possibly DDP-wrapped / compiled: what the step runs
-    raw_model: nn.Module  # the plain module: what checkpoints hold
-    optimizer: torch.optim.Optimizer
-    base_optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    step_fn: Any
-    step_options: StepOptions
-    steps_per_epoch: int
-    val_batches: int | None
-    effective_m: int
-
-
-# ---------------------------------------------------------------------------------------------- resume
-# Keys that change how a run is executed or logged, not what it computes: they may differ on resume.
-OPERATIONAL_KEYS = (
-    "logger",
-    "device",
-    "compile",
-    "dataset.root",
-    "dataset.num_workers",
-    "dataset.download",
-    "trainer.log_every_n_steps",
-    "trainer.checkpoint_interval_min",
-    "trainer.save_final_model",
-    "trainer.eval_batch_size",
-    "trainer.max_nonfinite_steps",  # raised after an exit 3 to resume through a transient NaN streak
-    "trainer.allow_data_change",
-)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def check_same_run(state: dict[str, Any], resolved: dict[str, Any]) -> None:
@@ -107,13 +84,13 @@ def channels(batches, channels_last: bool):
         yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
 
 
-def eval_metrics(objs: Objects, loader, prefix: str, cfg: DictConfig) -> dict[str, float]:
+def eval_metrics(spec: RunSpec, objs: Objects, loader, prefix: str) -> dict[str, float]:
     loader.set_epoch(0)
     sums = evaluate(
         objs.model,
-        channels(loader, cfg.channels_last),
+        channels(loader, spec.channels_last),
         objs.step_options.precision.autocast,
-        objs.val_batches,
+        spec.trainer.limit_val_batches,
     )
     keys = ("loss_sum", "top1", "top5", "examples")
     device = next(objs.raw_model.parameters()).device
@@ -132,7 +109,7 @@ def eval_metrics(objs: Objects, loader, prefix: str, cfg: DictConfig) -> dict[st
 
 
 def epoch_record(
-    cfg: DictConfig, objs: Objects, totals: EpochTotals, epoch: int, seconds: float
+    spec: RunSpec, objs: Objects, totals: EpochTotals, epoch: int, seconds: float
 ) -> dict[str, Any]:
     packed = torch.stack([totals.loss_sum.double(), totals.correct.double(), totals.skipped.double()])
     loss_sum, correct, skipped = all_reduce_sum(packed).tolist()
@@ -146,9 +123,9 @@ def epoch_record(
         "epoch_time_s": seconds,
         "images_per_s": examples / max(seconds, 1e-9),
     }
-    record.update(eval_metrics(objs, objs.data.test, "test", cfg))
+    record.update(eval_metrics(spec, objs, objs.data.test, "test"))
     if objs.data.val is not None:
-        record.update(eval_metrics(objs, objs.data.val, "val", cfg))
+        record.update(eval_metrics(spec, objs, objs.data.val, "val"))
     return record
 
 
@@ -211,29 +188,28 @@ def totals_for_rank(saved: Any, ctx: DistContext) -> dict[str, Any]:
 class Run:
     """One run in one run directory: resume, epochs, checkpoints, preemption, results.json.
 
-    Its stages call ``sam.trainer.hooks`` (after every step, inside every checkpoint write).
+    Its stages call ``trainer.hooks`` (after every step, inside every checkpoint write).
     """
 
     def __init__(
         self,
-        cfg: DictConfig,
+        spec: RunSpec,
         run_dir: Path,
         ctx: DistContext,
         objs: Objects,
-        resolved: dict,
         ckpts: CheckpointManager,
     ) -> None:
-        self.cfg, self.run_dir, self.ctx, self.objs, self.resolved = cfg, run_dir, ctx, objs, resolved
+        self.spec, self.run_dir, self.ctx, self.objs = spec, run_dir, ctx, objs
         self.ckpts = ckpts
         self.progress = Progress()
         self.totals = EpochTotals().to(ctx.device)
         self.metrics = MetricsFile(run_dir / "metrics.jsonl")
         self.tracker: Any = NullTracker()
-        self.preemption = preemption.HANDLER  # installed by train.py's main, before data and model
+        self.preemption = cluster.HANDLER  # installed by train.py's main, before data and model
         self.preemption.rank = ctx.rank
         self.started = time.perf_counter()
         self.last_checkpoint = time.monotonic()
-        minutes = cfg.trainer.checkpoint_interval_min
+        minutes = spec.trainer.checkpoint_interval_min
         self.interval_s = 60.0 * minutes if minutes else math.inf
         self.flags = torch.zeros(2, device=ctx.device)
         self.epoch_first_step = 0
@@ -294,7 +270,7 @@ class Run:
                 "scheduler": objs.scheduler.state_dict(),
                 "rng": rngs,
                 "totals": totals,
-                "config": self.resolved,
+                "config": self.spec.config,
                 "data_fingerprint": objs.data.fingerprint,
             }
             if objs.step_options.precision.scaler is not None:
@@ -331,7 +307,7 @@ class Run:
     # -- the loop ---------------------------------------------------------------------------------------
     def train_epoch(self) -> bool:
         """Train the current epoch from ``progress.batch``; False when it stopped early (checkpoint due)."""
-        cfg, objs, p = self.cfg, self.objs, self.progress
+        spec, objs, p = self.spec, self.objs, self.progress
         objs.data.train.set_epoch(p.epoch, p.batch)
         self.epoch_first_step = p.global_step - p.batch
         t0 = time.perf_counter()
@@ -340,29 +316,29 @@ class Run:
             objs.optimizer,
             objs.step_fn,
             objs.step_options,
-            channels(objs.data.train, cfg.channels_last),
+            channels(objs.data.train, spec.channels_last),
             objs.scheduler,
             self.totals,
             num_batches=objs.steps_per_epoch,
             start_batch=p.batch,
-            max_nonfinite_steps=cfg.trainer.max_nonfinite_steps,
-            check_every=cfg.trainer.log_every_n_steps,
+            max_nonfinite_steps=spec.trainer.max_nonfinite_steps,
+            check_every=spec.trainer.log_every_n_steps,
             after_step=(lambda: average_bn_stats(objs.model)) if self.ctx.distributed else None,
             on_log=self.on_log,
             should_stop=self.should_stop,
-            description=f"epoch {p.epoch + 1}/{cfg.epochs}",
+            description=f"epoch {p.epoch + 1}/{spec.epochs}",
         )
         seconds = time.perf_counter() - t0
         self.totals.seconds += seconds
         p.train_seconds += seconds
-        p.train_images += (index - p.batch) * cfg.batch_size
+        p.train_images += (index - p.batch) * spec.batch_size
         p.global_step += index - p.batch
         p.batch = index
         return index == objs.steps_per_epoch
 
     def end_epoch(self) -> None:
-        cfg, p = self.cfg, self.progress
-        record = epoch_record(cfg, self.objs, self.totals, p.epoch, seconds=self.totals.seconds)
+        spec, p = self.spec, self.progress
+        record = epoch_record(spec, self.objs, self.totals, p.epoch, seconds=self.totals.seconds)
         self.totals = self.totals.next_epoch().to(self.ctx.device)
         p.epoch, p.batch = p.epoch + 1, 0
         if self.ctx.is_main:
@@ -372,7 +348,7 @@ class Run:
             log.info(
                 "epoch %d/%d  train loss %.4f err %.2f%%  test err %.2f%% (top-5 %.2f%%)  lr %.4g  %.0f img/s%s",
                 p.epoch,
-                cfg.epochs,
+                spec.epochs,
                 record["train_loss"],
                 record["train_error"],
                 record["test_error"],
@@ -412,7 +388,7 @@ class Run:
             )
             raise NonFiniteLossError(
                 f"the run diverged: {what} when training ended (below trainer.max_nonfinite_steps="
-                f"{self.cfg.trainer.max_nonfinite_steps}, but a run must end on a finite loss); no results.json "
+                f"{self.spec.trainer.max_nonfinite_steps}, but a run must end on a finite loss); no results.json "
                 f"or final weights were written; {self.where_last_good()}"
             )
 
@@ -422,21 +398,19 @@ class Run:
         )
         if self.ctx.is_main:
             self.metrics.truncate_after(self.progress.epoch)
-            (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.resolved))
-        self.tracker = make_tracker(
-            self.cfg, self.run_dir, self.resolved, self.progress.wandb_run_id, self.ctx.is_main
-        )
+            (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.spec.config))
+        self.tracker = make_tracker(self.spec, self.run_dir, self.progress.wandb_run_id, self.ctx.is_main)
         self.preemption.install()
         failed = True
         try:
-            while self.progress.epoch < self.cfg.epochs:
+            while self.progress.epoch < self.spec.epochs:
                 if self.train_epoch():
                     self.end_epoch()
-                    self.save_checkpoint(finished=self.progress.epoch == self.cfg.epochs)
+                    self.save_checkpoint(finished=self.progress.epoch == self.spec.epochs)
                 else:  # stopped mid-epoch: checkpoint where we are
                     self.save_checkpoint()
                 # Training done: a signal now only costs the final evaluation, not a requeue.
-                if self.preemption.requested and self.progress.epoch < self.cfg.epochs:
+                if self.preemption.requested and self.progress.epoch < self.spec.epochs:
                     self.exit_for_requeue()
             self.check_finite_end()
             failed = False
@@ -450,26 +424,27 @@ class Run:
                 self.tracker.finish(exit_code=1)
 
     def write_results(self) -> dict[str, Any]:
-        cfg, objs, ctx, p = self.cfg, self.objs, self.ctx, self.progress
-        sam_run = uses_sam(cfg)
+        spec, objs, ctx, p = self.spec, self.objs, self.ctx, self.progress
         results = {
-            "model": cfg.model.name,
-            "dataset": cfg.dataset.name,
-            "augment": cfg.augment,
-            "optimizer": cfg.optimizer.name if sam_run else "sgd",
-            "rho": cfg.rho if sam_run and cfg.optimizer.name not in WITHOUT_RHO else 0.0,
-            "m": objs.effective_m,  # examples per BatchNorm batch / per e(w): SGD runs in chunks of m too
-            "seed": cfg.seed,
-            "epochs": cfg.epochs,
-            "label_noise": cfg.label_noise,
+            "model": spec.model,
+            "dataset": spec.dataset,
+            "augment": spec.augment,
+            "optimizer": spec.optimizer,
+            "rho": spec.rho,
+            "m": spec.m,  # examples per BatchNorm batch / per e(w): SGD runs in chunks of m too
+            "seed": spec.seed,
+            "epochs": spec.epochs,
+            "label_noise": spec.label_noise,
             "label_noise_realised": objs.data.label_noise_realised,
-            **eval_metrics(objs, objs.data.test, "test", cfg),
+            **eval_metrics(spec, objs, objs.data.test, "test"),
             "train_loss": _last_train_loss(self.run_dir),
             "wall_time_s": self.wall_time(),
             "images_per_s": p.train_images / max(p.train_seconds, 1e-9),
             "num_params": sum(t.numel() for t in objs.raw_model.parameters()),
             "world_size": ctx.world_size,
             "precision": objs.step_options.precision.name,
+            "step_function": getattr(objs.step_fn, "__name__", str(objs.step_fn)),
+            "spec": spec.facts(),  # what the run was, as the trainer decided it: readers never re-derive it
             "git_commit": git_commit(REPO),
             "git_commits": self.progress.code_history,  # every commit that trained part of this run
             "git_dirty": any(h.get("dirty") for h in self.progress.code_history),
@@ -477,19 +452,19 @@ class Run:
             "data_changes": self.progress.data_changes,
             "torch_version": torch.__version__,
             "device_name": device_name(ctx.device),
-            "config": self.resolved,
+            "config": self.spec.config,
         }
         if objs.data.val is not None:
-            results.update(eval_metrics(objs, objs.data.val, "val", cfg))
+            results.update(eval_metrics(spec, objs, objs.data.val, "val"))
         if not all(math.isfinite(results[k]) for k in ("test_loss", "test_error")):
             raise NonFiniteLossError(
                 f"the run diverged: test loss {results['test_loss']}, test error {results['test_error']} at the "
                 f"end; no results.json or final weights were written; {self.where_last_good()}"
             )
         if ctx.is_main:
-            if cfg.trainer.save_final_model:
+            if spec.trainer.save_final_model:
                 atomic_torch_save(
-                    {"model": objs.raw_model.state_dict(), "config": self.resolved},
+                    {"model": objs.raw_model.state_dict(), "config": spec.config},
                     self.run_dir / "final_model.pt",
                 )
             text = json.dumps(finite_or_null(results), indent=2, allow_nan=False)  # valid JSON, always
@@ -503,3 +478,64 @@ class Run:
                 path,
             )
         return results
+
+
+# ---------------------------------------------------------------------------------------------- entry
+def execute(
+    spec: RunSpec, run_dir: Path, ctx: DistContext, records: RunRecords | None, claimed: bool
+) -> dict:
+    """Resume or start, train, evaluate, write results.json; the results of a finished identical run.
+
+    Nothing is written into ``run_dir`` before every check passed; then ``records`` (Hydra's job records
+    and train.log; None in-process, outside a Hydra job) are written. ``claimed``: this process's
+    pre-flight already took the directory (``trainer/rundir.py``), so it is not claimed again.
+    """
+    if not claimed:
+        done = claim_run_dir(run_dir, spec.config, OPERATIONAL_KEYS)  # the lock, or a finished identical run
+        if done is not None:
+            log.info("%s holds a finished run of this command (results.json); nothing to do", run_dir)
+            return done
+    if spec.trainer.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    ckpts = CheckpointManager(run_dir / "checkpoints")
+    state = load_resume_state(ckpts, spec.config)  # refuses a run directory of another command
+
+    objs = build(spec, ctx)
+    log.info(
+        "model %s (%.2fM params) | %s | %s on %s x%d | batch %d, m %d (examples per e(w)) | %d steps/epoch | %s",
+        spec.model,
+        sum(p.numel() for p in objs.raw_model.parameters()) / 1e6,
+        spec.dataset,
+        getattr(objs.step_fn, "__name__", str(objs.step_fn)),
+        device_name(ctx.device),
+        ctx.world_size,
+        spec.batch_size,
+        spec.m,
+        objs.steps_per_epoch,
+        objs.step_options.precision.name,
+    )
+    if spec.label_noise:
+        log.info(
+            "label noise: asked %.3f, realised %.4f of training labels flipped",
+            spec.label_noise,
+            objs.data.label_noise_realised,
+        )
+    run = Run(spec, run_dir, ctx, objs, ckpts)
+    if state is not None:
+        changes = check_data_fingerprint(
+            state.get("data_fingerprint"),
+            objs.data.fingerprint,
+            checkpoint=state["path"],
+            allow=spec.trainer.allow_data_change,
+        )
+        run.resume(state)  # refuses a checkpoint that does not fit the model
+        if changes:
+            run.progress.data_changes.append({"from_step": run.progress.global_step, "changes": changes})
+    del state
+    if records is not None and ctx.is_main:  # accepted: Hydra's records and train.log, from here on
+        records.accept(run_dir, spec.cfg)
+    elif records is not None:
+        records.discard()  # rank 0 keeps the run's records
+    run.train()
+    return run.write_results()
