@@ -28,13 +28,20 @@ from typing import Any, get_type_hints
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+import plugins  # noqa: F401  (registers the variants in plugins/: optimizer=<name> accepts them)
 from sam.precision import PRECISIONS
 from sam.steps import PERTURBATION_MODES
 from sam.variants import VARIANTS, WITHOUT_RHO
 from sam.weight_decay import WEIGHT_DECAY_MODES
 
-OPTIMIZERS = ("sgd", "sam", "asam", *VARIANTS)
 SCHEDULES = ("cosine", "constant")  # trainer/build.py: warmup_then
+
+
+def optimizer_names() -> tuple[str, ...]:
+    """Every ``optimizer.name`` a run accepts: SGD, SAM, ASAM, the variants, and plugins/' variants."""
+    return ("sgd", "sam", "asam", *VARIANTS)
+
+
 LOGGERS = ("none", "wandb")
 GROUPS = ("model", "dataset", "optimizer", "schedule", "logger", "experiment")
 
@@ -193,7 +200,7 @@ def validate(cfg: DictConfig, world_size: int) -> None:
         )
     for key, value, choices in (
         ("precision", cfg.precision, PRECISIONS),
-        ("optimizer.name", cfg.optimizer.name, OPTIMIZERS),
+        ("optimizer.name", cfg.optimizer.name, optimizer_names()),
         ("optimizer.weight_decay_mode", cfg.optimizer.weight_decay_mode, WEIGHT_DECAY_MODES),
         ("optimizer.perturbation", cfg.optimizer.perturbation, PERTURBATION_MODES),
         ("schedule.name", cfg.schedule.name, SCHEDULES),

@@ -45,7 +45,25 @@ VARIANTS: dict[str, type[SAM]] = {
     "sam_on": SAMON,
 }
 # Variants whose update does not involve rho (MESA): they run whatever rho says, and record rho = 0.
-WITHOUT_RHO = ("mesa",)
+WITHOUT_RHO: set[str] = {"mesa"}
+
+
+def register_variant(name: str, cls: type[SAM], *, without_rho: bool = False) -> type[SAM]:
+    """Make ``optimizer=<name>`` build ``cls`` (a new variant in one file: docs/adding-a-variant.md).
+
+    ``cls`` takes ``(params, base_optimizer, rho=..., adaptive=..., eta=..., **options, **base_kwargs)``
+    and may ask for ``model``, ``total_steps`` and ``seed`` by naming them in its ``__init__``.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, SAM)):
+        raise TypeError(f"register_variant({name!r}, ...) needs a subclass of sam.SAM, got {cls!r}")
+    if name in ("sgd", "sam", "asam") or VARIANTS.get(name, cls) is not cls:
+        raise ValueError(f"optimizer name {name!r} is taken; pick another")
+    VARIANTS[name] = cls
+    if without_rho:
+        WITHOUT_RHO.add(name)
+    return cls
+
+
 # Hyperparameters in epochs that the factory turns into steps.
 _EPOCH_KEYS = {"start_epoch": "start_step"}
 # Filled in by the factory from the run, not from the variant's options.
@@ -65,6 +83,7 @@ __all__ = [
     "VariantSAM",
     "build_variant",
     "normalization_parameters",
+    "register_variant",
     "step_generator",
 ]
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from sam.optimizer import SAM
-from sam.steps import StepFn
+from sam.steps import StepFn, sam_step, sam_step_chunked
 
 _SEED_STRIDE = 1_000_003
 
@@ -84,8 +84,23 @@ class VariantSAM(SAM):
 
     # -- the step -------------------------------------------------------------------------------------------
     def make_step(self, m: int | None, per_device_batch: int) -> StepFn:
-        """The step function for this run (``sam.select_step`` asks the optimizer when it has this method)."""
-        raise NotImplementedError
+        """The step function for this run (``sam.select_step`` asks the optimizer when it has this method).
+
+        By default SAM's own steps (whole batch, or chunks of m: m-sharpness, per-replica DDP), counting
+        ``steps_taken``: a variant that only changes how e(w) is computed (``first_step``) needs no more.
+        """
+        whole = m is None or m == per_device_batch
+
+        def step(model, optimizer, x, y, opts):
+            result = (
+                sam_step(model, optimizer, x, y, opts)
+                if whole
+                else sam_step_chunked(model, optimizer, x, y, opts, m=m)
+            )
+            self.steps_taken += 1
+            return result
+
+        return self._named(step, m, per_device_batch)
 
     def _named(self, fn: Callable, m: int | None, per_device_batch: int) -> StepFn:
         chunked = m is not None and m != per_device_batch
