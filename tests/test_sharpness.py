@@ -1,4 +1,4 @@
-"""sam.sharpness and scripts/sharpness.py against closed forms and independent computations.
+"""analysis/flatness.py, analysis/flatness_report.py and scripts/sharpness.py against closed forms and independent computations.
 
 Eigenvalues (scipy's eigsh on our Hessian-vector products): a quadratic 1/2 x^T A x (Hessian A, spectrum chosen, checked with numpy.linalg.eigh) and
 linear least squares (Hessian X^T X / n), plus a tiny MLP whose full Hessian torch.func builds.
@@ -16,9 +16,9 @@ from torch import nn
 
 import data
 import models
-from sam.sharpness import hessian_eigenvalues, hessian_vector_product, m_sharpness
+from analysis.flatness import hessian_eigenvalues, hessian_vector_product, m_sharpness
+from analysis.flatness_report import measure_sharpness
 from scripts import sharpness as sharpness_script
-from scripts.sharpness import measure_sharpness
 
 TOL = 1e-3
 

@@ -1,11 +1,11 @@
-"""Sharpness measures of a trained network: top Hessian eigenvalues and the paper's m-sharpness.
+"""Flatness of a trained network: top Hessian eigenvalues and the paper's m-sharpness.
 
 The paper (Sec. 4.2, Fig. 3) reports the Hessian's lambda_max and lambda_max / lambda_5 computed with
 Lanczos (here scipy's eigsh, ARPACK's restarted Lanczos, on Hessian-vector products), and (Sec. 4.1,
 App. C.6) the m-sharpness max_{||eps|| <= rho} L_S(w + eps) - L_S(w) averaged over sets S of m examples.
-Both are measurements, not training code: they leave the model exactly as found. m-sharpness and the
-Hessian-vector products need torch only; the eigenvalues need scipy (the ``[analysis]`` extra), imported
-when called, so ``import sam`` never needs it.
+Both are measurements, not training code, so they live here rather than in the installed ``sam``: they
+leave the model exactly as found. m-sharpness and the Hessian-vector products need torch only; the
+eigenvalues need scipy (the ``[analysis]`` extra), imported when called.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from sam.optimizer import global_grad_norm
+from sam import global_grad_norm
 
 LossClosure = Callable[[], Tensor]
 
@@ -94,7 +94,7 @@ def eigsh_top_eigenvalues(
     CPU. Stopping rule (ARPACK's): every Ritz pair's residual ||A x - theta x|| <= tol * |theta|, or
     ``max_iter`` restarts (then ArpackNoConvergence). The start vector is drawn from a CPU generator seeded
     with ``seed``. Returns a float64 CPU tensor sorted descending. Needs scipy (the ``[analysis]`` extra),
-    imported here so that ``import sam`` stays torch-only.
+    imported here so that the Hessian-vector products alone need torch only.
     """
     import numpy as np
     from scipy.sparse.linalg import LinearOperator, eigsh
@@ -130,7 +130,7 @@ def hessian_eigenvalues(
     the Hessian is never formed. Stopping rule (see eigsh_top_eigenvalues): every Ritz pair's residual
     ||H x - theta x|| <= tol * |theta|, or max_iter restarts (then ArpackNoConvergence). Returns a float64
     CPU tensor. (Our own Lanczos, which this replaced, reached 3e-4 where eigsh reaches 2e-8 at the same
-    tol and a similar number of products: README, Benchmarks.)
+    tol and a similar number of products: benchmarks/README.md.)
 
     loss_fn is a closure returning the scalar loss; its graph is built once and reused for every product.
     For a loss too large for one graph, pass a sequence of closures whose losses SUM to the loss (e.g. each
