@@ -4,256 +4,34 @@ Usage:
     python scripts/efficient_summary.py RUNS_DIR [--out-dir results/digits/efficient] [--bootstrap 20000]
         [--bench BENCH_LOG]
 
-Reads every results.json under RUNS_DIR (scripts/run_efficient_study.sh writes them); one row per
+Reads every results.json under RUNS_DIR (results/digits/efficient/run_study.sh writes them); one row per
 optimizer, over its seeds. Per variant:
 
 * test error: mean and the half-width of the 95% t-interval over seeds (the paper's statistic);
-* cost: with ``--bench``, the x SGD of ``bench_sam.py --efficient --model wrn_tiny_digits`` (all
-  variants interleaved in one process: the reliable number on a shared machine); always also the study's
-  own training time relative to SGD, per seed ``images_per_s(SGD) / images_per_s(variant)`` (start-up
-  and evaluation excluded), mean and 95% t-interval;
+* cost: with ``--bench``, the x SGD of ``benchmarks/bench_sam.py --efficient --model wrn_tiny_digits``
+  (all variants interleaved in one process: the reliable number on a shared machine); always also the
+  study's own training time relative to SGD, per seed ``images_per_s(SGD) / images_per_s(variant)``
+  (start-up and evaluation excluded), mean and 95% t-interval;
 * share of SAM's gain kept: ``(err_SGD - err_variant) / (err_SGD - err_SAM)`` of the seed means, with a
   95% percentile bootstrap interval that resamples seeds jointly (the runs of one seed share the data
   split, label noise and initial weights, so they are paired).
 
 Writes ``summary.md`` (table + goal check), ``summary.csv`` and ``pareto.png`` (error vs cost, the
-non-dominated variants joined) into --out-dir.
+non-dominated variants joined) into --out-dir (analysis/efficient_study.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import math
-import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: analysis/, models/, data/
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, scripts/
-from scripts.run_results import mean_ci95
-
-GOAL_COST, GOAL_SHARE = 1.3, 0.8
-PAPERS = {
-    "sgd": "baseline",
-    "sam": "Foret et al., ICLR 2021",
-    "looksam": "Liu et al., CVPR 2022",
-    "esam": "Du et al., ICLR 2022",
-    "rst": "Zhao, Zhang & Hu, 2022",
-    "sam_late": "Zhou et al., ICLR 2025",
-    "ae_sam": "Jiang et al., ICLR 2023",
-    "mesa": "Du et al., NeurIPS 2022",
-    "gsam": "Zhuang et al., ICLR 2022",
-    "sam_on": "Mueller et al., NeurIPS 2023",
-}
+from analysis.efficient_study import bench_costs, load, summarise, write_summary
 
 
-def bench_costs(path: Path) -> dict[str, float]:
-    """x SGD per variant from ``bench_sam.py --efficient`` output (its "mean ms/step" table)."""
-    costs: dict[str, float] = {}
-    in_table = False
-    for line in path.read_text().splitlines():
-        if "mean ms/step" in line:
-            in_table = True
-            continue
-        fields = line.split()
-        if in_table and len(fields) >= 3:
-            try:
-                costs[fields[0]] = float(fields[2])
-            except ValueError:
-                break
-        elif in_table and costs:
-            break
-    if "sgd" not in costs:
-        raise SystemExit(f"error: {path} has no 'mean ms/step' table of bench_sam.py --efficient")
-    return costs
-
-
-def two_pass_share(run_dir: Path) -> float | None:
-    """Share of two-pass (SAM) steps, from the final checkpoint's optimizer state (switching variants)."""
-    path = run_dir / "checkpoints" / "last.pt"
-    if not path.exists():
-        return None
-    import torch
-
-    variant = torch.load(path, map_location="cpu", weights_only=True)["optimizer"].get("variant", {})
-    if "sam_steps" in variant:
-        return variant["sam_steps"] / max(variant["steps_taken"], 1)
-    if variant.get("name") == "looksam":
-        steps = variant["steps_taken"]
-        return None if not steps else -(-steps // int(variant.get("k", 5))) / steps
-    return None
-
-
-def load(root: Path) -> dict[str, dict[int, dict]]:
-    """optimizer -> seed -> results.json (a duplicate seed is an error: runs must be unambiguous)."""
-    runs: dict[str, dict[int, dict]] = {}
-    for path in sorted(root.rglob("results.json")):
-        r = json.loads(path.read_text())
-        r["two_pass_share"] = two_pass_share(path.parent)
-        by_seed = runs.setdefault(r["optimizer"], {})
-        if r["seed"] in by_seed:
-            raise SystemExit(f"error: two runs of {r['optimizer']} seed {r['seed']} under {root} ({path})")
-        by_seed[r["seed"]] = r
-    if "sgd" not in runs or "sam" not in runs:
-        raise SystemExit(f"error: {root} needs SGD and SAM runs as the reference (found {sorted(runs)})")
-    return runs
-
-
-def summarise(
-    runs: dict[str, dict[int, dict]], n_boot: int, seed: int = 0, bench: dict[str, float] | None = None
-) -> list[dict]:
-    sgd, sam = runs["sgd"], runs["sam"]
-    rng = np.random.default_rng(seed)
-    rows = []
-    for name, by_seed in runs.items():
-        seeds = sorted(set(by_seed) & set(sgd) & set(sam))
-        err = np.array([by_seed[s]["test_error"] for s in seeds])
-        e_sgd = np.array([sgd[s]["test_error"] for s in seeds])
-        e_sam = np.array([sam[s]["test_error"] for s in seeds])
-        cost = [sgd[s]["images_per_s"] / by_seed[s]["images_per_s"] for s in seeds]
-        mean, ci = mean_ci95(err)
-        cost_mean, cost_ci = mean_ci95(cost)
-        gain = e_sgd.mean() - e_sam.mean()
-        share = (e_sgd.mean() - err.mean()) / gain if gain else math.nan
-        idx = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
-        g_b = e_sgd[idx].mean(1) - e_sam[idx].mean(1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            s_b = (e_sgd[idx].mean(1) - err[idx].mean(1)) / g_b
-        s_b = s_b[np.isfinite(s_b)]
-        lo, hi = np.percentile(s_b, [2.5, 97.5]) if len(s_b) else (math.nan, math.nan)
-        rows.append(
-            dict(
-                optimizer=name,
-                paper=PAPERS.get(name, ""),
-                n_seeds=len(seeds),
-                seeds=" ".join(map(str, seeds)),
-                test_error_mean=mean,
-                test_error_ci95=ci,
-                cost_x_sgd=bench[name] if bench else cost_mean,
-                cost_ci95=None if bench else cost_ci,
-                study_time_x_sgd=cost_mean,
-                study_time_ci95=cost_ci,
-                share_of_sam_gain=share,
-                share_ci_low=float(lo),
-                share_ci_high=float(hi),
-                wall_time_s=statistics.fmean(by_seed[s]["wall_time_s"] for s in seeds),
-                two_pass_share=_mean_or_none([by_seed[s]["two_pass_share"] for s in seeds]),
-                meets_goal=bool((bench[name] if bench else cost_mean) <= GOAL_COST and share >= GOAL_SHARE),
-            )
-        )
-    order = list(PAPERS)
-    rows.sort(key=lambda r: order.index(r["optimizer"]) if r["optimizer"] in order else len(order))
-    return rows
-
-
-def _mean_or_none(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.fmean(present) if present else None
-
-
-def pareto(rows: list[dict]) -> list[str]:
-    """Optimizers no other row beats on both mean cost and mean error."""
-    front = []
-    for r in rows:
-        dominated = any(
-            o["cost_x_sgd"] <= r["cost_x_sgd"]
-            and o["test_error_mean"] <= r["test_error_mean"]
-            and (o["cost_x_sgd"] < r["cost_x_sgd"] or o["test_error_mean"] < r["test_error_mean"])
-            for o in rows
-        )
-        if not dominated:
-            front.append(r["optimizer"])
-    return front
-
-
-def fmt(x: float | None, digits: int = 2) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-def write_markdown(rows: list[dict], front: list[str], path: Path) -> None:
-    lines = [
-        "| optimizer | paper | seeds | test error % (95% CI) | share of SAM's gain (95% CI) | cost x SGD | study time x SGD (95% CI) | two-pass steps | goal |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        err = f"{fmt(r['test_error_mean'])} ± {fmt(r['test_error_ci95'])}"
-        cost = (
-            fmt(r["cost_x_sgd"])
-            if r["cost_ci95"] is None
-            else f"{fmt(r['cost_x_sgd'])} ± {fmt(r['cost_ci95'])}"
-        )
-        study = f"{fmt(r['study_time_x_sgd'])} ± {fmt(r['study_time_ci95'])}"
-        share = f"{fmt(100 * r['share_of_sam_gain'], 0)}% [{fmt(100 * r['share_ci_low'], 0)}, {fmt(100 * r['share_ci_high'], 0)}]"
-        if r["optimizer"] in ("sgd", "sam"):
-            share = "0% (reference)" if r["optimizer"] == "sgd" else "100% (reference)"
-        goal = "" if r["optimizer"] in ("sgd", "sam") else ("**yes**" if r["meets_goal"] else "no")
-        name = f"**{r['optimizer']}**" if r["optimizer"] in front else r["optimizer"]
-        passes = {
-            "sgd": "0%",
-            "sam": "100%",
-            "mesa": "0%",
-            "gsam": "100%",
-            "sam_on": "100%",
-            "esam": "100%",
-        }.get(r["optimizer"], "-")
-        if r["two_pass_share"] is not None:
-            passes = f"{100 * r['two_pass_share']:.0f}%"
-        lines.append(
-            f"| {name} | {r['paper']} | {r['n_seeds']} | {err} | {share} | {cost} | {study} | {passes} | {goal} |"
-        )
-    lines.append("")
-    lines.append(f"Pareto front (mean cost, mean error; bold): {', '.join(front)}.")
-    lines.append(
-        f"Goal: cost <= {GOAL_COST}x SGD while keeping >= {int(100 * GOAL_SHARE)}% of SAM's gain (point estimates)."
-    )
-    path.write_text("\n".join(lines) + "\n")
-
-
-def write_figure(rows: list[dict], front: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    for r in rows:
-        ax.errorbar(
-            r["cost_x_sgd"], r["test_error_mean"], xerr=r["cost_ci95"] or 0, yerr=r["test_error_ci95"] or 0,
-            fmt="o", color="C3" if r["optimizer"] in front else "C0", capsize=3, alpha=0.85,
-        )  # fmt: skip
-        ax.annotate(r["optimizer"], (r["cost_x_sgd"], r["test_error_mean"]), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)  # fmt: skip
-    pts = sorted((r["cost_x_sgd"], r["test_error_mean"]) for r in rows if r["optimizer"] in front)
-    ax.plot(*zip(*pts), color="C3", lw=1, ls="--", label="Pareto front (means)")
-    by_name = {r["optimizer"]: r for r in rows}
-    goal_error = by_name["sgd"]["test_error_mean"] - GOAL_SHARE * (
-        by_name["sgd"]["test_error_mean"] - by_name["sam"]["test_error_mean"]
-    )
-    ax.axvline(GOAL_COST, color="grey", lw=0.8, ls=":", label=f"goal: <= {GOAL_COST}x SGD ...")
-    ax.axhline(
-        goal_error,
-        color="grey",
-        lw=0.8,
-        ls="-.",
-        label=f"... and <= this error ({int(100 * GOAL_SHARE)}% of SAM's gain)",
-    )
-    benched = rows[0]["cost_ci95"] is None
-    ax.set_xlabel(
-        "step time relative to SGD (interleaved benchmark, same model and batch)"
-        if benched
-        else "training time relative to SGD (the study's runs, per-seed ratio)"
-    )
-    ax.set_ylabel("clean test error % (40% label noise)")
-    ax.set_title("digits, WRN-10-2, 30 epochs: error vs cost (mean ± 95% CI over seeds)", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-
-
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", type=Path)
     p.add_argument("--out-dir", type=Path, default=Path("results/digits/efficient"))
@@ -265,18 +43,14 @@ def main(argv: list[str] | None = None) -> None:
         help="output of bench_sam.py --efficient --model wrn_tiny_digits: its x SGD is the cost (else the study's time)",
     )
     args = p.parse_args(argv)
-    rows = summarise(load(args.runs), args.bootstrap, bench=bench_costs(args.bench) if args.bench else None)
-    front = pareto(rows)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    write_markdown(rows, front, args.out_dir / "summary.md")
-    with (args.out_dir / "summary.csv").open("w", newline="") as f:
-        keys = [k for k in rows[0] if not k.startswith("_")]
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows({k: r[k] for k in keys} for r in rows)
-    write_figure(rows, front, args.out_dir / "pareto.png")
-    print((args.out_dir / "summary.md").read_text())
+    try:
+        bench = bench_costs(args.bench) if args.bench else None
+        rows = summarise(load(args.runs), args.bootstrap, bench=bench)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from err
+    print(write_summary(rows, args.out_dir).read_text())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

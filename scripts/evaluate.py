@@ -4,12 +4,13 @@ Usage:
     python scripts/evaluate.py RUN_DIR [RUN_DIR ...] [--probe-dataset digits --probe-classes 5,6,7,8,9]
                                [--no-corruptions] [--rank-examples 2048] [--data-root PATH]
 
-Per run (see scripts/evaluation/run_evaluation.py): the test error again (must equal results.json's), ECE (15
-equal-width bins, %), NLL, a reliability diagram, the rank of the penultimate features (principal
+Per run (see analysis/evaluation/run_evaluation.py): the test error again (must equal results.json's),
+ECE (15 equal-width bins, %), NLL, a reliability diagram, the rank of the penultimate features (principal
 components for 99% of their variance) on the first --rank-examples test images, a linear probe
 (logistic regression, C chosen on a validation split) on the target's train split scored on its test
 split, and the error under 12 corruption families x 5 severities (the real CIFAR-10-C/100-C files under
-the dataset root when present, else generated; scripts/evaluation/corruptions.py says which are faithful).
+the dataset root when present, else generated; analysis/evaluation/corruptions.py says which are
+faithful).
 scripts/compare.py reads the evaluation.json files into a "beyond test error" table (SAM vs SGD).
 
 Exit codes: 0 done; 2 bad input (a run directory without final_model.pt, an unknown dataset, ...).
@@ -22,11 +23,9 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(
-    0, str(Path(__file__).resolve().parent.parent)
-)  # run from anywhere: models/, data/, scripts.evaluation
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: analysis/, models/, data/
 
-from scripts.evaluation.run_evaluation import EvalOptions, evaluate_run, write_evaluation
+from analysis.evaluation.run_evaluation import EvalOptions, evaluate_run, write_evaluation
 
 
 def _classes(text: str) -> list[int]:

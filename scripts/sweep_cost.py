@@ -14,7 +14,7 @@ throughput. FLOPs: the model's forward pass on one image at the dataset's size, 
 ``torch.utils.flop_counter`` on the meta device; a training step costs 3x the forward (forward +
 backward), SAM twice that (two passes; the m-sharpness chunks add no FLOPs). Throughput: ``--tflops``,
 default 100 TFLOP/s per GPU, an assumption (about a third of an A100's 312 TFLOP/s bf16 peak; measure
-yours with scripts/bench_sam.py on the GPU and scale). Data loading, evaluation and checkpoints are not
+yours with benchmarks/bench_sam.py on the GPU and scale). Data loading, evaluation and checkpoints are not
 counted.
 """
 
@@ -25,7 +25,7 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, scripts/
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: trainer/, models/
 
 import torch
 from hydra import compose, initialize_config_dir

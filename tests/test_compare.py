@@ -1,4 +1,4 @@
-"""results/paper (via scripts/paper_tables.py) and scripts/compare.py on synthetic run directories.
+"""results/paper (via analysis/paper_tables.py) and scripts/compare.py on synthetic run directories.
 
 Expected means and CIs are worked out here from the t quantiles as literals (t_{0.975,1} = 12.706205,
 t_{0.975,2} = 4.302653), not with scipy; paper numbers are literals read off the paper's tables.
@@ -14,9 +14,9 @@ import pytest
 from fake_data import write_fake_run
 from script_main import run_main
 
+from analysis.paper_tables import load_paper_cells
+from analysis.runs import CELL_KEYS, group_runs, load_runs
 from scripts import compare, summarise_sharpness
-from scripts.paper_tables import load_paper_cells
-from scripts.run_results import CELL_KEYS, group_runs, load_runs
 
 T975 = {1: 12.706205, 2: 4.302653}
 

@@ -1,4 +1,4 @@
-"""scripts/efficient_summary.py: share of SAM's gain, cost x SGD, Pareto front, on runs with known answers."""
+"""analysis/efficient_study.py: share of SAM's gain, cost x SGD, Pareto front, on runs with known answers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 from fake_data import write_fake_run
 
-from scripts.efficient_summary import bench_costs, load, pareto, summarise
+from analysis.efficient_study import bench_costs, load, pareto, summarise
 
 # Per seed: (SGD, SAM, variant) test errors and images/s. The variant keeps half of SAM's gain in mean
 # (SGD mean 6, SAM mean 2, variant mean 4) and trains at 1.25x SGD's time.
@@ -45,10 +45,10 @@ def test_share_of_gain_cost_and_front_are_the_defined_quantities(tmp_path):
 
 def test_missing_reference_and_duplicate_seeds_are_errors(tmp_path):
     write_fake_run(tmp_path, "only", optimizer="looksam", seed=0, images_per_s=1.0, wall_time_s=1.0)
-    with pytest.raises(SystemExit, match="needs SGD and SAM"):
+    with pytest.raises(ValueError, match="needs SGD and SAM"):
         load(tmp_path)
     write_fake_run(tmp_path, "again", optimizer="looksam", seed=0, images_per_s=1.0, wall_time_s=1.0)
-    with pytest.raises(SystemExit, match="two runs of looksam seed 0"):
+    with pytest.raises(ValueError, match="two runs of looksam seed 0"):
         load(tmp_path)
 
 
@@ -65,5 +65,5 @@ def test_bench_costs_replace_the_study_time_when_given(tmp_path):
     assert rows["looksam"]["cost_x_sgd"] == 1.23 and rows["looksam"]["study_time_x_sgd"] == pytest.approx(
         1.25
     )
-    with pytest.raises(SystemExit, match="no 'mean ms/step' table"):
+    with pytest.raises(ValueError, match="no 'mean ms/step' table"):
         bench_costs(tmp_path / "runs" / "sgd_0" / "results.json")

@@ -1,4 +1,4 @@
-"""scripts/evaluation/: each metric of scripts/evaluate.py against an independent computation.
+"""analysis/evaluation/: each metric of scripts/evaluate.py against an independent computation.
 
 ECE and NLL on hand-made predictions worked out by hand; feature rank on features built with a known
 rank and known variances; the probe on a linearly separable set (0 error) and on pure noise (chance);
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.evaluation.calibration import calibration_bins, calibration_report, expected_calibration_error
-from scripts.evaluation.corruptions import FAMILIES, corrupt, read_corrupted
-from scripts.evaluation.features import feature_rank, linear_probe, logits_and_features
+from analysis.evaluation.calibration import calibration_bins, calibration_report, expected_calibration_error
+from analysis.evaluation.corruptions import FAMILIES, corrupt, read_corrupted
+from analysis.evaluation.features import feature_rank, linear_probe, logits_and_features
 
 
 # ------------------------------------------------------------------------------------------ calibration
@@ -218,8 +218,8 @@ class AlwaysClass(torch.nn.Module):
 
 
 def test_corruption_errors_read_cifar10_c_files_per_severity_and_respect_a_class_subset(tmp_path):
+    from analysis.evaluation.run_evaluation import EvalOptions, corruption_errors
     from data.build import DatasetArrays
-    from scripts.evaluation.run_evaluation import EvalOptions, corruption_errors
 
     d = tmp_path / "CIFAR-10-C"
     d.mkdir()

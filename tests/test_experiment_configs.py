@@ -22,13 +22,12 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from analysis.paper_tables import find_paper_cell, load_paper_cells
 from data.augment import make_spec
 from data.build import DATASET_AUGMENTS, DATASETS, LOADERS
 from models import create_model, list_models
-from trainer.spec import optimizer_names, validate
-from trainer.spec import SCHEDULES
 from sam.weight_decay import WEIGHT_DECAY_MODES
-from scripts.paper_tables import find_paper_cell, load_paper_cells
+from trainer.spec import SCHEDULES, optimizer_names, validate
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"

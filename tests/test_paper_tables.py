@@ -5,8 +5,8 @@ fresh clone; this test regenerates every table in process and compares it byte f
 committed file, and spot-checks a few numbers against the paper's printed tables (literals here).
 """
 
+from analysis.paper_tables import PAPER_DIR, find_paper_cell, load_paper_cells
 from scripts.make_paper_tables import DEFAULT_SRC, TABLES, build_tables, render
-from scripts.paper_tables import PAPER_DIR, find_paper_cell, load_paper_cells
 
 
 def test_committed_tables_are_the_scripts_output_from_the_committed_transcription():

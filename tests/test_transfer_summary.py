@@ -1,12 +1,14 @@
-"""scripts/summarise_transfer.py: the paired statistics against hand computation, and the tables it writes
-from run directories laid out as scripts/run_transfer_study.py leaves them."""
+"""scripts/summarise_transfer.py (analysis/transfer_study.py): the paired statistics against hand
+computation, and the tables it writes from run directories laid out as results/digits/transfer/run_study.py
+leaves them."""
 
 import json
 import math
 
 import pytest
 
-from scripts.summarise_transfer import ci95, main, paired
+from analysis.transfer_study import ci95, paired
+from scripts.summarise_transfer import main
 
 
 def test_paired_difference_ci_and_p_by_hand():
@@ -24,8 +26,9 @@ def test_paired_difference_ci_and_p_by_hand():
 def write(run_dir, rho, seed, test_error, rank, pre_rho=None, ece=1.0):
     run_dir.mkdir(parents=True)
     config = {"pre_rho": pre_rho} if pre_rho is not None else {}
+    spec = {"uses_sam": rho > 0, "optimizer": "sam" if rho > 0 else "sgd", "rho": rho, "m": 64}  # as train.py
     (run_dir / "results.json").write_text(
-        json.dumps({"seed": seed, "rho": rho, "test_error": test_error, "config": config})
+        json.dumps({"seed": seed, "rho": rho, "test_error": test_error, "spec": spec, "config": config})
     )
     sev = {str(s): 10.0 * s for s in range(1, 6)}
     ev = {"probe_error_pct": 3.0, "feature_rank": {"rank": rank}, "ece_pct": ece, "nll": 0.01, "corruption_error_pct": 30.0,

@@ -1,30 +1,30 @@
-"""Read run directories (results.json, metrics.jsonl) and summarise seeds per cell.
+"""Read run directories (results.json, metrics.jsonl) and group their seeds into cells.
 
-A run directory is what train.py writes (see DESIGN.md / the team contract). A *cell* is one experimental
-condition: (model, dataset, augment, epochs, optimizer, rho, m, label_noise); its runs differ only in seed.
-A SAM run with rho == 0 is the SGD baseline (every other line of train.py is shared), so it joins the
-optimizer="sgd" cell, whose rho is 0. m is the effective m of every optimizer (examples per BatchNorm batch
-and per e(w)): SGD baselines run in chunks of m too, so SGD runs with different m are different cells.
+A run directory is what train.py writes (``trainer/run.py``). A *cell* is one experimental condition:
+(model, dataset, augment, epochs, optimizer, rho, m, label_noise); its runs differ only in seed. m is the
+m of every optimizer (examples per BatchNorm batch and per e(w)): SGD baselines run in chunks of m too,
+so SGD runs with different m are different cells.
 
-Bad files never stop a script: they are reported through `warn` (stderr by default) and skipped.
+Which optimizer ran, with which rho and m, was decided once by the trainer (``trainer/spec.py``,
+``RunSpec``) and recorded in results.json's ``spec`` block: :func:`recorded_facts` reads that block and
+derives nothing. Only results.json files written before the block existed take the legacy path
+(:func:`legacy_facts`), so that old run directories still read.
 
-Usage (as a library; scripts/ only):
-    from run_results import load_runs, group_runs, mean_ci95, read_metrics
+Bad files never stop a command: they are reported through ``warn`` (stderr by default) and skipped.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import statistics
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import yaml
-from scipy import stats
 
-REQUIRED_KEYS = ("model", "dataset", "augment", "optimizer", "rho", "seed", "epochs", "test_error")
+REQUIRED_KEYS = ("model", "dataset", "augment", "seed", "epochs", "test_error")
+SPEC_KEYS = ("uses_sam", "optimizer", "rho", "m")  # of the spec block (RunSpec.facts)
 CELL_KEYS = ("model", "dataset", "augment", "epochs", "optimizer", "rho", "m", "label_noise")
 
 Warn = Callable[[str], None]
@@ -40,18 +40,27 @@ def _number(value, key: str, path: Path) -> float:
     return float(value)
 
 
-def effective_optimizer(optimizer: str, rho: float) -> str:
-    """'sgd' for the SGD baseline (optimizer sgd, or SAM/ASAM with rho == 0), else the optimizer name."""
-    return "sgd" if optimizer == "sgd" or rho == 0.0 else optimizer
+def recorded_facts(raw: dict, path: Path) -> dict:
+    """``{"uses_sam", "optimizer", "rho", "m"}`` as the trainer recorded them in results.json's ``spec``.
 
-
-def _effective_m_of_config(cfg, world_size) -> int | None:
-    """m, or the per-device batch when m is null (what train.py runs), from a run's resolved config."""
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("batch_size"), int):
-        return None
-    return cfg.get("m") or cfg["batch_size"] // (
-        world_size if isinstance(world_size, int) and world_size > 0 else 1
-    )
+    A results.json without a ``spec`` block predates it and goes to :func:`legacy_facts`.
+    """
+    spec = raw.get("spec")
+    if spec is None:
+        return legacy_facts(raw, path)
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: spec must be a JSON object, got {type(spec).__name__}")
+    missing = [k for k in SPEC_KEYS if k not in spec]
+    if missing:
+        raise ValueError(f"{path}: the spec block lacks {missing} (required: {list(SPEC_KEYS)})")
+    if not isinstance(spec["uses_sam"], bool):
+        raise ValueError(f"{path}: spec.uses_sam must be true or false, got {spec['uses_sam']!r}")
+    return {
+        "uses_sam": spec["uses_sam"],
+        "optimizer": str(spec["optimizer"]),
+        "rho": _number(spec["rho"], "spec.rho", path),
+        "m": int(_number(spec["m"], "spec.m", path)),
+    }
 
 
 class FailedRun(ValueError):
@@ -66,7 +75,7 @@ class FailedRun(ValueError):
 
 
 def load_run(path: Path) -> dict:
-    """One results.json as a flat dict with normalised cell fields; ValueError naming the file if unusable.
+    """One results.json as a flat dict of cell fields; ValueError naming the file if unusable.
 
     Raises :class:`FailedRun` for a run that failed: it must never enter a mean.
     """
@@ -80,21 +89,15 @@ def load_run(path: Path) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in raw]
     if missing:
         raise ValueError(f"{path}: missing keys {missing} (required: {list(REQUIRED_KEYS)})")
-    rho = _number(raw["rho"], "rho", path)
     if raw["test_error"] is None and raw.get("status", "finished") == "finished":
         raise ValueError(f"{path}: test_error is null")
-    optimizer = effective_optimizer(str(raw["optimizer"]).lower(), rho)
-    m = raw.get("m")
-    if m is None:  # results.json before the fix recorded null for SGD runs: the config says what ran
-        m = _effective_m_of_config(raw.get("config"), raw.get("world_size", 1))
+    facts = recorded_facts(raw, path)
     run = {
         "model": str(raw["model"]),
         "dataset": str(raw["dataset"]),
         "augment": str(raw["augment"]),
         "epochs": int(_number(raw["epochs"], "epochs", path)),
-        "optimizer": optimizer,
-        "rho": 0.0 if optimizer == "sgd" else rho,
-        "m": None if m is None else int(_number(m, "m", path)),
+        **facts,
         "label_noise": _number(raw.get("label_noise", 0.0) or 0.0, "label_noise", path),
         "seed": raw["seed"],
         "test_error": None if raw["test_error"] is None else _number(raw["test_error"], "test_error", path),
@@ -140,8 +143,9 @@ def load_runs(root: Path, warn: Warn = warn_stderr, failed: list[dict] | None = 
 def find_unfinished_runs(root: Path, warn: Warn = warn_stderr) -> list[dict]:
     """Hydra job directories (``.hydra/config.yaml``) without a results.json: failed or still running.
 
-    Each comes back as a cell dict (the fields of CELL_KEYS, plus seed and run_dir) read from the job's
-    composed config, so a sweep's failed cell can be reported as missing.
+    Each comes back as a cell dict (the fields of CELL_KEYS, plus seed and run_dir) so that a sweep's
+    failed cell can be reported as missing. Such a job recorded no facts, so its cell is read from its
+    composed config by the legacy rule (:func:`legacy_optimizer`); m null is taken as the batch size.
     """
     unfinished = []
     for config_path in sorted(Path(root).rglob(".hydra/config.yaml")):
@@ -151,7 +155,7 @@ def find_unfinished_runs(root: Path, warn: Warn = warn_stderr) -> list[dict]:
         try:
             cfg = yaml.safe_load(config_path.read_text())
             rho = float(cfg["rho"])
-            optimizer = effective_optimizer(str(cfg["optimizer"]["name"]), rho)
+            optimizer = legacy_optimizer(str(cfg["optimizer"]["name"]), rho)
             unfinished.append(
                 {
                     "model": str(cfg["model"]["name"]),
@@ -193,21 +197,6 @@ def group_runs(runs: Iterable[dict], warn: Warn = warn_stderr) -> dict[tuple, li
     return {k: groups[k] for k in sorted(groups, key=_sortable)}
 
 
-def mean_ci95(values: Iterable[float]) -> tuple[float, float | None]:
-    """Mean and the half-width of its 95% t-interval, t_{0.975, n-1} * s / sqrt(n) (None when n < 2).
-
-    The paper's "±" is this statistic over 5 runs (Sec. 3.1), so ours is computed the same way.
-    """
-    values = [float(v) for v in values]
-    if not values:
-        raise ValueError("mean_ci95 needs at least one value")
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, None
-    n = len(values)
-    return mean, float(stats.t.ppf(0.975, n - 1)) * statistics.stdev(values) / math.sqrt(n)
-
-
 def read_metrics(path: Path, warn: Warn = warn_stderr) -> list[dict]:
     """Per-epoch records of a metrics.jsonl, sorted by epoch; for a repeated epoch (resume) the last wins.
 
@@ -234,3 +223,44 @@ def read_metrics(path: Path, warn: Warn = warn_stderr) -> list[dict]:
             continue
         by_epoch[epoch] = record
     return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+# ------------------------------------------------------------------------------------------------ legacy
+# results.json files written before the spec block existed (before issue 19's RunSpec) record only the
+# top-level optimizer, rho and m (m null for SGD in the oldest ones). Their facts are derived here, as
+# the readers did then; this is the only place in analysis/ that derives them.
+RHO_FREE = ("mesa",)  # sam.variants.WITHOUT_RHO: recorded with rho 0, yet not the SGD baseline
+
+
+def legacy_optimizer(name: str, rho: float) -> str:
+    """'sgd' for the SGD baseline (optimizer sgd, or SAM/ASAM/a variant with rho 0), else the name."""
+    return "sgd" if name == "sgd" or (rho == 0.0 and name not in RHO_FREE) else name
+
+
+def _legacy_m(cfg, world_size) -> int | None:
+    """m, or the per-device batch when m is null (what train.py ran), from a run's resolved config."""
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("batch_size"), int):
+        return None
+    return cfg.get("m") or cfg["batch_size"] // (
+        world_size if isinstance(world_size, int) and world_size > 0 else 1
+    )
+
+
+def legacy_facts(raw: dict, path: Path) -> dict:
+    """The facts of a results.json without a ``spec`` block, derived from its top-level fields and config."""
+    missing = [k for k in ("optimizer", "rho") if k not in raw]
+    if missing:
+        raise ValueError(
+            f"{path}: no spec block and missing keys {missing} (a results.json before it has both)"
+        )
+    rho = _number(raw["rho"], "rho", path)
+    optimizer = legacy_optimizer(str(raw["optimizer"]).lower(), rho)
+    m = raw.get("m")
+    if m is None:  # results.json before issue 9 recorded null for SGD runs: the config says what ran
+        m = _legacy_m(raw.get("config"), raw.get("world_size", 1))
+    return {
+        "uses_sam": optimizer != "sgd",
+        "optimizer": optimizer,
+        "rho": 0.0 if optimizer == "sgd" else rho,
+        "m": None if m is None else int(_number(m, "m", path)),
+    }

@@ -5,9 +5,7 @@ field: table, model (our registry name), dataset, augment, epochs, optimizer (sa
 ("standard" = plain training with that optimizer), label_noise (fraction), rho, error, error_pm (95% CI
 half-width, as the paper prints it), error_pm_is_upper_bound, and error_top5 / error_top5_pm where the
 paper gives them (Table 2). A None in model/augment/epochs means the paper does not state it.
-
-Usage (as a library; scripts/ only):
-    from paper_tables import load_paper_cells, find_paper_cell
+The files are written by results/paper/make_tables.py and results/paper/make_finetune_tables.py.
 """
 
 from __future__ import annotations

@@ -19,13 +19,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from analysis.evaluation.calibration import calibration_bins, calibration_report, reliability_diagram
+from analysis.evaluation.corruptions import FAMILIES, NOT_IMPLEMENTED, SEVERITIES, corrupt, read_corrupted
+from analysis.evaluation.features import feature_rank, linear_probe, logits_and_features
 from data.build import load_arrays
 from data.class_subset import select_classes
 from models import create_model
 from models.pretrained import classifier_prefix, split_finetune_options
-from scripts.evaluation.calibration import calibration_bins, calibration_report, reliability_diagram
-from scripts.evaluation.corruptions import FAMILIES, NOT_IMPLEMENTED, SEVERITIES, corrupt, read_corrupted
-from scripts.evaluation.features import feature_rank, linear_probe, logits_and_features
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,7 @@ def corruption_errors(
                 for s in SEVERITIES
             }
     else:
-        source = "generated on the fly (scripts/evaluation/corruptions.py; CIFAR-C constants)"
+        source = "generated on the fly (analysis/evaluation/corruptions.py; CIFAR-C constants)"
         for family in FAMILIES:
             per_family[family] = {
                 str(s): _error(

@@ -3,9 +3,6 @@
 For every cell (compare.py's grouping: model, dataset, augment, epochs, optimizer, rho, m, label noise)
 with at least one evaluated run: mean ± the 95% t-interval half-width over seeds of ECE, NLL, feature rank,
 linear-probe error and mean corruption error, so a cell's SAM and SGD rows read side by side.
-
-Usage (as a library; scripts/ only):
-    from scripts.evaluation_table import evaluation_markdown
 """
 
 from __future__ import annotations
@@ -13,7 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from scripts.run_results import CELL_KEYS, group_runs, mean_ci95
+from analysis.confidence import mean_ci95
+from analysis.runs import CELL_KEYS, group_runs
 
 COLUMNS = (  # (evaluation.json key path, header)
     (("ece_pct",), "ECE (%)"),

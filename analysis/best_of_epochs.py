@@ -5,14 +5,11 @@ better of the two (the paper cells carry a ``baseline_note`` saying so). Given c
 cell of our runs), each SGD row at N epochs whose paper cell carries that note is paired with our row at
 2N epochs that agrees on every other field (model, dataset, augment, rho, m, label noise); the pair's
 statistic is the row with the lower mean test error, and which of N and 2N won is reported with both.
-
-Usage (as a library; scripts/compare.py):
-    from scripts.best_of_epochs import best_of_n_and_2n
 """
 
 from __future__ import annotations
 
-from scripts.run_results import CELL_KEYS
+from analysis.runs import CELL_KEYS
 
 
 def has_best_of_rule(paper_cell: dict | None) -> bool:

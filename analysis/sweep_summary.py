@@ -5,10 +5,10 @@ Configured in a config as::
     hydra:
       callbacks:
         summary:
-          _target_: scripts.sweep_summary.SweepSummary
+          _target_: analysis.sweep_summary.SweepSummary
 
-It reads every ``results.json`` below the sweep directory (scripts/run_results.py) and prints test error
-mean ± 95% CI per optimizer/rho. For paper comparisons use ``python scripts/compare.py RUNS_DIR``.
+It reads every ``results.json`` below the sweep directory (analysis/runs.py) and prints test error
+mean ± 95% CI per optimizer/rho/m. For paper comparisons use ``python scripts/compare.py RUNS_DIR``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from scripts.run_results import group_runs, load_runs, mean_ci95  # Hydra imports this from the repo root
+from analysis.confidence import mean_ci95
+from analysis.runs import group_runs, load_runs  # Hydra imports this module from the repo root
 
 
 def summary_table(sweep_dir: Path) -> str:

@@ -1,5 +1,0 @@
-"""What a trained checkpoint learned beyond its test error (scripts/evaluate.py; README "Evaluating beyond
-test error"): calibration, penultimate-feature rank and linear probes, corruption robustness.
-
-Imports numpy / scipy / scikit-learn / matplotlib (the ``[analysis]`` extra); never imported by ``sam``.
-"""
