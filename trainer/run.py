@@ -33,7 +33,8 @@ from trainer.rundir import (
     atomic_torch_save,
     atomic_write_text,
     claim_run_dir,
-    flatten_config,
+    config_differences,
+    keys_added_since,
 )
 from trainer.spec import OPERATIONAL_KEYS, RunSpec
 from trainer.tracking import (
@@ -51,30 +52,37 @@ log = logging.getLogger("train")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def check_same_run(state: dict[str, Any], resolved: dict[str, Any]) -> None:
-    """Refuse to resume a run directory with a command that would compute something else."""
+def check_same_run(state: dict[str, Any], spec: RunSpec) -> list[str]:
+    """Refuse to resume a run directory with a command that would compute something else.
+
+    Returns what the resume accepts and the run must record: keys added since the checkpoint at their
+    legacy value, and (only with ``trainer.allow_config_change``) settings that changed.
+    """
     saved = state.get("config")
-    if saved is None:
-        return
-    old, new = flatten_config(saved), flatten_config(resolved)
-    changed = sorted(
-        k
-        for k in old.keys() | new.keys()
-        if old.get(k) != new.get(k) and not any(k == op or k.startswith(op + ".") for op in OPERATIONAL_KEYS)
-    )
-    if changed:
-        diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
+    if saved is None:  # a foreign file: loading it into this model refuses it if it does not fit
+        return []
+    diffs = config_differences(saved, spec.config, OPERATIONAL_KEYS)
+    added = [
+        f"{k}: added since the checkpoint, at its legacy value" for k in keys_added_since(saved, spec.config)
+    ]
+    if diffs and not spec.trainer.allow_config_change:
+        shown = ", ".join(diffs[:8]) + (f" (+{len(diffs) - 8} more)" if len(diffs) > 8 else "")
         raise CheckpointError(
-            f"checkpoint {state['path']} was written by a different run ({diffs}); resume with the command "
-            "that wrote it, or use another hydra.run.dir"
+            f"checkpoint {state['path']} was written by a different run ({shown}); resume with the command "
+            "that wrote it, or use another hydra.run.dir (trainer.allow_config_change=true resumes anyway "
+            "and records the change in results.json: the run is then no longer one setting)"
         )
+    return added + diffs
 
 
-def load_resume_state(ckpts: CheckpointManager, resolved: dict[str, Any]) -> dict[str, Any] | None:
-    """The newest usable checkpoint of this run directory (None: a fresh run), checked to be this run's."""
+def load_resume_state(ckpts: CheckpointManager, spec: RunSpec) -> dict[str, Any] | None:
+    """The newest usable checkpoint of this run directory (None: a fresh run), checked to be this run's.
+
+    ``state["accepted_changes"]`` lists what the resume accepted (see :func:`check_same_run`).
+    """
     state = ckpts.load_latest(map_location="cpu")  # it remembers a bad last.pt, never to rotate it in
     if state is not None:
-        check_same_run(state, resolved)
+        state["accepted_changes"] = check_same_run(state, spec)
     return state
 
 
@@ -168,6 +176,7 @@ class Progress:
     wandb_run_id: str | None = None
     code_history: list = field(default_factory=list)  # every (commit, dirty) that trained this run
     data_changes: list = field(default_factory=list)  # fingerprint differences accepted on resume
+    config_changes: list = field(default_factory=list)  # config differences accepted on resume
 
 
 def totals_for_rank(saved: Any, ctx: DistContext) -> dict[str, Any]:
@@ -450,6 +459,7 @@ class Run:
             "git_dirty": any(h.get("dirty") for h in self.progress.code_history),
             "data_fingerprint": objs.data.fingerprint,
             "data_changes": self.progress.data_changes,
+            "config_changes": self.progress.config_changes,
             "torch_version": torch.__version__,
             "device_name": device_name(ctx.device),
             "config": self.spec.config,
@@ -499,7 +509,7 @@ def execute(
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     ckpts = CheckpointManager(run_dir / "checkpoints")
-    state = load_resume_state(ckpts, spec.config)  # refuses a run directory of another command
+    state = load_resume_state(ckpts, spec)  # refuses a run directory of another command
 
     objs = build(spec, ctx)
     log.info(
@@ -532,6 +542,10 @@ def execute(
         run.resume(state)  # refuses a checkpoint that does not fit the model
         if changes:
             run.progress.data_changes.append({"from_step": run.progress.global_step, "changes": changes})
+        if state["accepted_changes"]:
+            log.warning("resuming with config changes: %s", "; ".join(state["accepted_changes"]))
+            step = run.progress.global_step
+            run.progress.config_changes.append({"from_step": step, "changes": state["accepted_changes"]})
     del state
     if records is not None and ctx.is_main:  # accepted: Hydra's records and train.log, from here on
         records.accept(run_dir, spec.cfg)

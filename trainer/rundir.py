@@ -24,6 +24,7 @@ from typing import IO, Any
 import torch
 
 from trainer.cluster import ExitCode, RunError
+from trainer.spec import LEGACY_DEFAULTS
 
 # ----------------------------------------------------------------------------------------------------
 # A full disk (or quota) while writing: one clear error, no partial file left behind.
@@ -424,7 +425,11 @@ def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any], ignore: Iterable[str] = ()) -> list[str]:
-    """``"key: old -> new"`` for every dotted key that differs, except ``ignore`` keys and their subkeys."""
+    """``"key: old -> new"`` for every dotted key that differs, except ``ignore`` keys and their subkeys.
+
+    A key the old config lacks matches when the new value is its ``LEGACY_DEFAULTS`` value (what the code
+    computed before the key existed): a run started before an update resumes and finishes as it would have.
+    """
     ignore = tuple(ignore)
     flat_old, flat_new = flatten_config(old), flatten_config(new)
     keys = sorted(
@@ -432,8 +437,15 @@ def config_differences(old: dict[str, Any], new: dict[str, Any], ignore: Iterabl
         for k in flat_old.keys() | flat_new.keys()
         if flat_old.get(k, "<absent>") != flat_new.get(k, "<absent>")
         and not any(k == op or k.startswith(op + ".") for op in ignore)
+        and not (k not in flat_old and k in LEGACY_DEFAULTS and flat_new[k] == LEGACY_DEFAULTS[k])
     )
     return [f"{k}: {flat_old.get(k, '<absent>')!r} -> {flat_new.get(k, '<absent>')!r}" for k in keys]
+
+
+def keys_added_since(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Keys the new config has and the old one lacks (matched through ``LEGACY_DEFAULTS``), to record."""
+    flat_old, flat_new = flatten_config(old), flatten_config(new)
+    return sorted(k for k in flat_new.keys() - flat_old.keys() if k in LEGACY_DEFAULTS)
 
 
 def read_results(run_dir: Path | str) -> dict[str, Any] | None:
@@ -467,8 +479,11 @@ def finished_results(
         return None
     saved = results.get("config")
     if not isinstance(saved, dict):
-        log.warning("%s/results.json holds no config to compare this command with", run_dir)
-        return results
+        raise RunDirMismatchError(
+            f"{Path(run_dir) / 'results.json'} holds no config (written by older code, or edited), so it "
+            "cannot tell whether this command already ran there; nothing was changed. Use another "
+            "hydra.run.dir, or move the directory away"
+        )
     diffs = config_differences(saved, config, ignore)
     if diffs:
         shown = ", ".join(diffs[:8]) + (f" (+{len(diffs) - 8} more)" if len(diffs) > 8 else "")

@@ -20,6 +20,7 @@ constructor arguments; W&B's settings), and Hydra's struct mode still rejects ke
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -29,6 +30,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 import plugins  # noqa: F401  (registers the variants in plugins/: optimizer=<name> accepts them)
+from data.augment import CUTOUT_MODES
+from data.label_noise import LABEL_NOISE_PROTOCOLS
 from sam.precision import PRECISIONS
 from sam.steps import PERTURBATION_MODES
 from sam.variants import VARIANTS, WITHOUT_RHO
@@ -55,8 +58,10 @@ class DatasetConfig:
     download: bool = MISSING
     val_fraction: float = MISSING
     cutout_size: int = MISSING
+    cutout_mode: str = "per_batch"  # data/augment.py: per_batch (official) | per_image
     autoaugment_cutout: bool = MISSING
     autoaugment_policy: str = MISSING
+    autoaugment_crop_flip: bool = True  # false: the official aa-only (AutoAugment without crop + flip)
     preprocessing: str = "official"  # ImageNet only (data/imagenet.py): official | torchvision
     num_workers: int = MISSING
     # only the finetuning datasets (Table 3) set these
@@ -93,6 +98,7 @@ class TrainerConfig:
     checkpoint_interval_min: float | None = MISSING
     max_nonfinite_steps: int = MISSING
     allow_data_change: bool = MISSING
+    allow_config_change: bool = False
     deterministic: bool = MISSING
     save_final_model: bool = MISSING
 
@@ -113,6 +119,7 @@ class TrainConfig:
     weight_decay: float = MISSING
     augment: str = MISSING
     label_noise: float = MISSING
+    label_noise_protocol: str = MISSING  # data/label_noise.py: uniform | flip
     precision: str = MISSING
     device: str = MISSING
     grad_clip: float | None = MISSING
@@ -126,50 +133,74 @@ ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
 
 def unknown_key_message(overrides: list[str]) -> str | None:
-    """The first ``key=value`` override whose key the schema lacks, as a message naming the valid keys.
+    """The first override whose key the schema lacks, as a message naming the close match and valid keys.
 
-    Group selections (``model=wrn``), additions and deletions (``+key``, ``~key``), ``hydra.*`` and keys
-    inside the open groups (``model.depth``) are left to Hydra, which knows the chosen option.
+    ``+key=`` / ``++key=`` / ``~key`` are checked like ``key=``: a typo behind a ``+`` would otherwise add
+    a key nothing reads, and the run would train at the default. Group selections (``model=wrn``),
+    ``hydra.*`` and keys inside the open groups (``model.depth``, ``logger.project``) are left to Hydra,
+    which knows the chosen option.
     """
     top = [f.name for f in fields(TrainConfig)]
     for arg in overrides:
-        if arg.startswith(("-", "+", "~")) or "=" not in arg:
+        if arg.startswith("-") or ("=" not in arg and not arg.startswith("~")):
             continue
-        key = arg.split("=", 1)[0]
+        key = arg.lstrip("+~").split("=", 1)[0]
         head, _, rest = key.partition(".")
         if head == "hydra" or "/" in head or (head in GROUPS and not rest):
             continue
         if head not in top:
+            keys = [k for k in top if k not in GROUPS]
             return (
-                f"{key!r} is not a config key. Top-level keys: {', '.join(k for k in top if k not in GROUPS)}; "
+                f"{key!r} is not a config key{close_match(head, top)}. Top-level keys: {', '.join(keys)}; "
                 f"groups: {', '.join(GROUPS)} (e.g. model=wrn16_8)"
             )
         schema = get_type_hints(TrainConfig)[head]
         if rest and is_dataclass(schema):
             keys = [f.name for f in fields(schema)]
-            if rest.split(".")[0] not in keys:
-                return f"{key!r} is not a config key. Keys under {head}: {', '.join(keys)}"
+            sub = rest.split(".")[0]
+            if sub not in keys:
+                return (
+                    f"{key!r} is not a config key{close_match(sub, keys, head + '.')}. "
+                    f"Keys under {head}: {', '.join(keys)}"
+                )
     return None
 
 
-# (key, test, what is accepted); None is accepted only where the rule says "or null". Types are the schema's.
+def close_match(word: str, choices: list[str], prefix: str = "") -> str:
+    """`` (did you mean 'rho'?)`` for the closest choice, or nothing."""
+    found = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    return f" (did you mean {prefix + found[0]!r}?)" if found else ""
+
+
+# Every number in the schema, with the values it may take (tests/test_config_ranges.py checks that no
+# numeric key is missing here). (key, test, what is accepted); None passes only where it says "or null".
+SEED_LIMIT = 2**32  # numpy and torch generators take any seed below it
 RANGES = (
     ("rho", lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (0 = the SGD baseline)"),
+    ("m", lambda v: v >= 1, "an integer >= 1, or null (= the per-device batch)"),
+    ("seed", lambda v: 0 <= v < SEED_LIMIT, f"an integer in [0, {SEED_LIMIT})"),
     ("epochs", lambda v: v >= 1, "an integer >= 1"),
     ("batch_size", lambda v: v >= 1, "an integer >= 1"),
-    ("m", lambda v: v >= 1, "an integer >= 1, or null (= the per-device batch)"),
     ("lr", lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
     ("weight_decay", lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
     ("label_noise", lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
-    ("label_smoothing", lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
     ("grad_clip", lambda v: math.isfinite(v) and v > 0, "a number > 0, or null (no clipping)"),
+    ("label_smoothing", lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    ("dataset.val_fraction", lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    ("dataset.cutout_size", lambda v: v >= 0, "an integer >= 0 (pixels; 0 = no cutout)"),
+    ("dataset.num_workers", lambda v: v >= 0, "an integer >= 0"),
+    ("dataset.image_size", lambda v: v >= 1, "an integer >= 1 (pixels), or null (native resolution)"),
+    ("dataset.train_repeats", lambda v: v >= 1, "an integer >= 1, or null (1)"),
+    ("optimizer.eta", lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
+    ("optimizer.momentum", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    ("schedule.warmup_epochs", lambda v: v >= 0, "an integer >= 0 (and at most epochs)"),
     ("trainer.limit_train_batches", lambda v: v >= 1, "an integer >= 1, or null (every batch)"),
     ("trainer.limit_val_batches", lambda v: v >= 1, "an integer >= 1, or null (every batch)"),
     ("trainer.eval_batch_size", lambda v: v >= 1, "an integer >= 1"),
     ("trainer.log_every_n_steps", lambda v: v >= 1, "an integer >= 1"),
     (
         "trainer.checkpoint_interval_min",
-        lambda v: v >= 0,
+        lambda v: math.isfinite(v) and v >= 0,
         "a number >= 0, or null (0/null: at epoch ends only)",
     ),
     ("trainer.max_nonfinite_steps", lambda v: v >= 1, "an integer >= 1 (a run still ends on a finite loss)"),
@@ -185,6 +216,10 @@ def validate(cfg: DictConfig, world_size: int) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
             raise ValueError(f"{key}={value!r} is invalid: it must be {accepted}")
+    if cfg.schedule.warmup_epochs > cfg.epochs:
+        raise ValueError(
+            f"schedule.warmup_epochs={cfg.schedule.warmup_epochs} is invalid: it must be at most epochs={cfg.epochs}"
+        )
     if not DEVICE.fullmatch(str(cfg.device)):
         raise ValueError(f"device={cfg.device!r} is not one of auto, cpu, cuda, cuda:N")
     if cfg.batch_size % world_size:
@@ -205,6 +240,8 @@ def validate(cfg: DictConfig, world_size: int) -> None:
         ("optimizer.perturbation", cfg.optimizer.perturbation, PERTURBATION_MODES),
         ("schedule.name", cfg.schedule.name, SCHEDULES),
         ("logger.name", cfg.logger.name, LOGGERS),
+        ("label_noise_protocol", cfg.label_noise_protocol, LABEL_NOISE_PROTOCOLS),
+        ("dataset.cutout_mode", cfg.dataset.cutout_mode, CUTOUT_MODES),
     ):
         if value not in choices:
             raise ValueError(f"{key}={value!r} is not one of {', '.join(choices)}")
@@ -228,7 +265,19 @@ OPERATIONAL_KEYS = (
     "trainer.eval_batch_size",
     "trainer.max_nonfinite_steps",  # raised after an exit 3 to resume through a transient NaN streak
     "trainer.allow_data_change",
+    "trainer.allow_config_change",
 )
+
+# Keys added after runs were written, each with the value that computes what the code did before the key
+# existed. A checkpoint or results.json without the key matches a command that has this value (the
+# resume is recorded); any other value is a real change, refused unless trainer.allow_config_change.
+# Adding a key to the schema means adding it here too (tests/test_config_ranges.py checks the format).
+LEGACY_DEFAULTS: dict[str, Any] = {
+    "trainer.allow_config_change": False,
+    "label_noise_protocol": "flip",  # issue 20: exactly p*N moved to another class
+    "dataset.cutout_mode": "per_image",  # issue 20: one square per image
+    "dataset.autoaugment_crop_flip": True,  # issue 20: AutoAugment always followed by crop + flip
+}
 
 
 @dataclass(frozen=True)
@@ -242,6 +291,7 @@ class TrainerSettings:
     checkpoint_interval_min: float | None
     max_nonfinite_steps: int
     allow_data_change: bool
+    allow_config_change: bool
     deterministic: bool
     save_final_model: bool
 
