@@ -1,12 +1,14 @@
 """sam: Sharpness-Aware Minimization for PyTorch, exact and fast (needs torch only).
 
 ``SAM`` (ASAM via ``adaptive=True``), ``frozen_bn_stats``, and the step functions that wrap the two
-passes with what a real run needs (L2 weight decay, clipping, AMP, m-sharpness chunks, DDP). The
-trainer's plumbing lives in ``sam.trainer`` and is never imported from here.
+passes with what a real run needs (L2 weight decay, clipping, AMP, m-sharpness chunks, DDP); the SAM
+variants in ``sam.variants``. This package is the optimizer library and nothing else: every module in
+it imports only torch and the standard library (tests/test_package.py installs it and checks).
 """
 
 from sam.batchnorm import frozen_bn_stats
-from sam.optimizer import SAM, global_grad_norm
+from sam.foreach import global_grad_norm
+from sam.optimizer import SAM
 from sam.precision import Precision, resolve_precision
 from sam.randomness import true_gradient
 from sam.steps import (

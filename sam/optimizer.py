@@ -1,20 +1,20 @@
 """The SAM optimizer (Foret et al., ICLR 2021) and its adaptive variant ASAM (Kwon et al., ICML 2021).
 
-One step is Algorithm 1 of the paper, as sketched in the README ("The optimizer"): ``first_step`` moves w
-to w + e(w), ``second_step`` restores w exactly and lets the base optimizer step with the gradient taken
-there. ASAM (``adaptive=True``) scales the ball element-wise by T_w = |w| + eta:
-``e(w) = rho * T_w^2 g / ||T_w g||_2``, on every parameter with a gradient (biases and BatchNorm affine
-included; with ``eta=0`` an exactly-zero parameter is never perturbed, which is what ``eta`` is for).
-The API is the one of the widely used PyTorch SAM port (davda54/sam), so switching is one import.
+Algorithm 1 of the paper (README, "The optimizer"): ``first_step`` moves w to w + e(w) with
+e(w) = rho g / ||g||_2, the norm over all parameters together; ``second_step`` puts w back exactly (a
+copy of the saved w, never w + e - e) and lets the base optimizer step with the gradient taken at
+w + e(w). ASAM (``adaptive=True``) scales the ball element-wise by T_w = |w| + eta:
+e(w) = rho T_w^2 g / ||T_w g||_2, on every parameter with a gradient (biases and BatchNorm affine
+included; with eta = 0 an exactly-zero parameter is never perturbed, which is what eta is for).
+The API is davda54/sam's, so switching is one import. What frameworks and davda54/sam's users need
+beyond the algorithm is inherited from ``sam/frameworks.py``; each call into it is marked there.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import warnings
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -22,55 +22,27 @@ from torch import Tensor, nn
 
 from sam import frameworks
 from sam.batchnorm import bn_stat_buffers
+from sam.foreach import global_grad_norm, mul, mul_scalar
 from sam.version import __version__
+
+__all__ = ["SAM", "global_grad_norm"]  # global_grad_norm lives in sam.foreach; imported from here too
 
 # Added to ||g|| so that a zero gradient gives e = 0 rather than 0/0. Far below fp32 resolution of any
 # real gradient norm, so it never changes a non-degenerate step.
 _NORM_EPS = 1e-12
 
-
-def _check_nonnegative_finite(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r} ({type(value).__name__})")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
+Closure = Callable[[], Tensor]
 
 
-def global_grad_norm(tensors: Sequence[Tensor]) -> Tensor:
-    """L2 norm of all tensors taken together, with fused per-device norms and no host sync.
+class SAM(frameworks.FrameworkInterop, torch.optim.Optimizer):
+    """Sharpness-Aware Minimization around any ``torch.optim.Optimizer`` class.
 
-    Computed in float32 for float32 / bf16 / fp16 tensors and in float64 for float64 ones."""
-    if not tensors:
-        raise ValueError("global_grad_norm needs at least one tensor")
-    by_device: dict[torch.device, list[Tensor]] = {}
-    for t in tensors:
-        by_device.setdefault(t.device, []).append(t)
-    first = tensors[0].device
-    norms = []
-    for group in by_device.values():
-        per_tensor = torch.stack(torch._foreach_norm(group))
-        per_tensor = per_tensor.to(torch.promote_types(per_tensor.dtype, torch.float32))
-        norms.append(torch.linalg.vector_norm(per_tensor).to(first, non_blocking=True))
-    return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))
-
-
-class SAM(torch.optim.Optimizer):
-    """Sharpness-Aware Minimization wrapped around any ``torch.optim.Optimizer`` class.
-
-    Args:
-        params: parameters or parameter groups; a group may set its own ``rho``/``adaptive``/``eta``.
-        base_optimizer: the optimizer class that takes the actual step (e.g. ``torch.optim.SGD``), or a
-            ``functools.partial`` of one (timm's ``get_optimizer_class``, Hydra's ``_partial_``).
-        rho: radius of the neighbourhood (the paper's rho); ``rho=0`` is exactly the base optimizer.
-        adaptive: ASAM; perturbation scaled element-wise by ``|w| + eta``.
-        eta: ASAM's offset (0 as the common PyTorch port; the ASAM paper uses 0.01).
-        model: the module whose BatchNorm running statistics the second pass must not move: with it,
-            ``first_step`` snapshots them and ``restore``/``second_step`` put them back, so statistics
-            come from pass 1 only however SAM is driven (``step(closure)`` in Lightning, Accelerate).
-            A LightningModule with automatic optimization under fp16 ``"16-mixed"`` is refused here, at
-            setup, as Lightning would call ``step()`` without the closure.
-        **base_kwargs: passed to ``base_optimizer`` (lr, momentum, nesterov, weight_decay, ...).
+    ``base_optimizer`` (e.g. ``torch.optim.SGD``, or a ``functools.partial`` of one) takes the actual step,
+    built with ``**base_kwargs`` (lr, momentum, weight_decay, ...). ``rho`` is the paper's radius
+    (``rho=0`` is exactly the base optimizer); ``adaptive`` is ASAM with offset ``eta`` (0 as davda54/sam,
+    0.01 in the ASAM paper); a param group may set its own ``rho``/``adaptive``/``eta``. With ``model``,
+    its BatchNorm running statistics come from pass 1 only however SAM is driven: ``first_step``
+    snapshots them, ``restore``/``second_step`` put them back.
     """
 
     def __init__(
@@ -86,9 +58,7 @@ class SAM(torch.optim.Optimizer):
     ) -> None:
         _check_nonnegative_finite("rho", rho)
         _check_nonnegative_finite("eta", eta)
-        _check_base_optimizer(base_optimizer)
-        if model is not None and frameworks.lightning_fp16_automatic(model):
-            raise ValueError(frameworks.LIGHTNING_FP16)
+        self._refuse_unsupported_setup(base_optimizer, model)  # (frameworks.py)
         defaults = dict(rho=rho, adaptive=bool(adaptive), eta=eta, **base_kwargs)
         super().__init__(params, defaults)
         # The base optimizer shares our param-group dicts, so lr changes (schedulers) reach both.
@@ -103,59 +73,18 @@ class SAM(torch.optim.Optimizer):
             saved=[],  # their values at w: one persistent copy, allocated again only if the set changes
             saved_for=(),
             bn_saved=[],  # (buffer, value after pass 1) of ``model``'s BatchNorm statistics
-            awaiting_second_step=False,  # first_step ran, second_step not yet
+            awaiting_second_step=False,  # first_step ran, the base step not yet
             grad_norm=None,
         )
 
-    def __repr__(self) -> str:
-        base = type(self.base_optimizer).__name__
-        return f"sam-repro {__version__} SAM(base_optimizer={base}, {len(self.param_groups)} group(s))\n" + (
-            super().__repr__()
-        )
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Accelerate's fp16 wrapper patches ``step`` just before its GradScaler calls it: refuse the
-        # closure form there, with our message, before the scaler asserts or anything runs.
-        pending = self.__dict__.get("_pass", {}).get("awaiting_second_step", True)
-        if name == "step" and not pending and frameworks.is_accelerate_scaler_patch(value):
-            raise RuntimeError(frameworks.ACCELERATE_FP16)
-        super().__setattr__(name, value)
-
-    # -- parameter groups -------------------------------------------------------------------------
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        for key in ("rho", "eta"):
-            if key in param_group:
-                _check_nonnegative_finite(key, param_group[key])
-        if getattr(self, "base_optimizer", None) is None:  # called from Optimizer.__init__
-            super().add_param_group(param_group)
-            return
-        for key in ("rho", "adaptive", "eta"):
-            param_group.setdefault(key, self.defaults[key])
-        self.base_optimizer.add_param_group(param_group)
-
-    def params(self) -> list[Tensor]:
-        """All parameters, flattened over groups in order (the order ``first_step(grads=...)`` uses)."""
-        return [p for group in self.param_groups for p in group["params"]]
-
-    @property
-    def is_perturbed(self) -> bool:
-        """True between ``first_step`` and ``second_step``/``restore``: weights are at w + e(w)."""
-        return bool(self._pass["perturbed"])
-
-    @property
-    def grad_norm(self) -> Tensor | None:
-        """||g|| (||T_w g|| for ASAM) of the last ``first_step``; None if no parameter had a gradient."""
-        return self._pass["grad_norm"]
-
-    # -- the two halves of a step -------------------------------------------------------------------
+    # -- Algorithm 1 ----------------------------------------------------------------------------------
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False, *, grads: Sequence[Tensor | None] | None = None) -> None:
         """Move every parameter that has a gradient from w to w + e(w).
 
-        ``grads`` (aligned with :meth:`params`) replaces ``p.grad``. Either those tensors or, with
-        ``zero_grad=True``, the ``.grad`` tensors are consumed (turned into e in place, then cleared),
-        which saves a parameter-sized temporary. e(w) depends only on the gradient's direction, so
-        still-scaled fp16 gradients (GradScaler) give the same e(w).
+        ``grads`` (aligned with :meth:`params`) replaces ``p.grad``. Those, or with ``zero_grad=True`` the
+        ``.grad`` tensors, are consumed (turned into e in place, then cleared): one parameter-sized
+        temporary less. e(w) depends on the gradient's direction only: fp16-scaled gradients give it too.
         """
         if self._pass["perturbed"]:
             raise RuntimeError(
@@ -163,7 +92,7 @@ class SAM(torch.optim.Optimizer):
                 "restore() in between (under fp16, a GradScaler that skips step() leaves them there: "
                 "call restore() before the framework's step())"
             )
-        _refuse_accelerate_accumulation()
+        self._refuse_accelerate_accumulation()  # (frameworks.py)
         self._pass["awaiting_second_step"] = True
         if self.model is not None:
             self._pass["bn_saved"] = [(b, b.clone()) for b in bn_stat_buffers(self.model)]
@@ -173,8 +102,8 @@ class SAM(torch.optim.Optimizer):
             self._pass["grad_norm"] = None
             return
         # d = T_w g (ASAM) or g; e = rho T_w d / ||d|| (T_w = 1 for SAM). The norm spans all groups.
-        scales = [_asam_scale(group, ps) if group["adaptive"] else None for group, ps, _ in groups]
-        directions = [gs if t is None else _mul(gs, t, consume) for (_, _, gs), t in zip(groups, scales)]
+        scales = [_asam_scale(ps, group["eta"]) if group["adaptive"] else None for group, ps, _ in groups]
+        directions = [gs if t is None else mul(gs, t, consume) for (_, _, gs), t in zip(groups, scales)]
         self._pass["grad_norm"] = norm = global_grad_norm([d for ds in directions for d in ds])
         perturbed = [p for _, ps, _ in groups for p in ps]
         self._save(perturbed)
@@ -182,26 +111,16 @@ class SAM(torch.optim.Optimizer):
         for (group, ps, _), t, d in zip(groups, scales, directions):
             if t is not None:
                 torch._foreach_mul_(d, t)  # d = T_w g is ours (a copy or consumed): T_w^2 g in place
-            e = _mul_scalar(d, group["rho"] / (norm + _NORM_EPS), in_place=consume or t is not None)
+            e = mul_scalar(d, group["rho"] / (norm + _NORM_EPS), in_place=consume or t is not None)
             torch._foreach_add_(ps, e)
         if zero_grad:
             self.zero_grad(set_to_none=True)
 
-    def restore(self) -> None:
-        """Abandon the step: every perturbed parameter back at w, bit-exactly (a copy, never w + e - e).
-
-        With ``model``, its BatchNorm statistics go back to their values after pass 1 as well. For a
-        step that a GradScaler skipped (Accelerate: ``optimizer.step_was_skipped``), and on errors.
-        """
-        self._restore_weights()
-        self._pass["awaiting_second_step"] = False
-
     def second_step(self, zero_grad: bool = False) -> None:
         """Restore w exactly, then let the base optimizer step with the gradient taken at w + e(w).
 
-        The base step goes through ``self.step()``, so whatever watches ``step`` sees it: an LR
-        scheduler attached to this object, and a framework's wrapper (Lightning's ``LightningOptimizer``
-        counts it in ``global_step``; a GradScaler unscales before it and may skip it, w restored).
+        The base step goes through ``self.step()``, so whatever watches ``step`` sees it: an LR scheduler
+        on this object, a framework's wrapper (Lightning counts it; a GradScaler unscales, may skip it).
         """
         self._restore_weights()
         if self._pass["awaiting_second_step"]:
@@ -211,79 +130,42 @@ class SAM(torch.optim.Optimizer):
         if zero_grad:
             self.zero_grad(set_to_none=True)
 
+    def restore(self) -> None:
+        """Abandon the step: w back bit-exactly, and ``model``'s BatchNorm statistics as after pass 1.
+
+        For a step that a GradScaler skipped (Accelerate: ``optimizer.step_was_skipped``), and on errors.
+        """
+        self._restore_weights()
+        self._pass["awaiting_second_step"] = False
+
     def step(
-        self, closure: Callable[[], Tensor] | None = None, *, frozen_bn: Callable[[], Any] | None = None
+        self, closure: Closure | None = None, *, frozen_bn: Callable[[], AbstractContextManager] | None = None
     ) -> Tensor | None:
         """A whole SAM step through a closure (the ``optimizer.step(closure)`` contract), or its end.
 
-        - After ``first_step`` (``second_step`` and frameworks' wrappers call ``step()`` there): calls the
-          closure once if given (wrappers pass one that does nothing) and takes the base step.
-        - Gradients already present (davda54/sam's ``loss.backward(); optimizer.step(closure)``): e(w)
-          from them, the closure once at w + e(w), base step; returns None, as davda54/sam.
-        - Otherwise: the closure at w, then at w + e(w); returns the loss at w.
-
-        The closure runs forward and backward and returns the loss (zeroing gradients in it is
-        allowed, not needed). ``frozen_bn`` (e.g. ``lambda: frozen_bn_stats(model)``) is entered around
-        the call at w + e(w); ``SAM(..., model=model)`` does the same without it. Framework patterns
-        that cannot be exact raise ``RuntimeError`` (gradient accumulation, Accelerate's fp16).
+        The closure (forward, backward, returns the loss) runs at w, then at w + e(w) inside
+        ``frozen_bn()`` if given (e.g. ``lambda: frozen_bn_stats(model)``); returns the loss at w. After
+        ``first_step`` (``second_step`` and frameworks' wrappers call ``step()`` there) it ends the step:
+        the closure once if given, the base step. Gradients already present: davda54/sam's call, and
+        framework patterns that cannot be exact are refused (both in frameworks.py).
         """
-        if self._pass["awaiting_second_step"]:
+        if self._pass["awaiting_second_step"]:  # the end of a step that first_step began
             loss = _call(closure) if closure is not None else None
             self._restore_weights()
             self._base_step()
             return loss
         if closure is None:
             raise ValueError(frameworks.NEEDS_CLOSURE)
-        _refuse_framework_patterns(closure)
-        davda54_pattern = any(p.grad is not None for p in self.params())
-        if davda54_pattern and frameworks.is_lightning_closure(closure):
-            raise RuntimeError(frameworks.LIGHTNING_ACCUMULATION)
-        loss = None if davda54_pattern else _call(closure)
+        self._refuse_inexact_closure_step()  # (frameworks.py)
+        if any(p.grad is not None for p in self.params()):  # davda54/sam's call
+            return self._step_from_present_gradients(closure, frozen_bn)  # (frameworks.py)
+        loss = _call(closure)
         self.first_step(zero_grad=True)
-        if davda54_pattern and self.grad_norm is not None and not bool(self.grad_norm > 0):
-            self.restore()
-            raise RuntimeError(frameworks.ZEROED_GRADIENTS.format(base=type(self.base_optimizer).__name__))
-        try:
-            with frozen_bn() if frozen_bn is not None else nullcontext():
-                _call(closure)
-        except BaseException:
-            self.restore()
-            raise
+        self._second_pass(closure, frozen_bn)
         self.second_step(zero_grad=True)
         return loss
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.base_optimizer.zero_grad(set_to_none=set_to_none)
-
-    # -- checkpointing --------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """The base optimizer's state (momentum buffers, step counts) and the shared param groups."""
-        if self._pass["perturbed"]:
-            raise RuntimeError("state_dict() between first_step() and second_step(): weights are at w+e")
-        return self.base_optimizer.state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load ours or another SAM port's (davda54/sam): missing rho/adaptive/eta come from our defaults,
-        and per-parameter entries no base optimizer writes (davda54's ``old_p``) are dropped."""
-        state_dict = _adopt_foreign_state_dict(state_dict, self.defaults)
-        self.base_optimizer.load_state_dict(state_dict)
-        self.param_groups = self.base_optimizer.param_groups
-
-    # -- internals ------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def _restore_weights(self) -> None:
-        if self._pass["perturbed"]:
-            torch._foreach_copy_(self._pass["perturbed"], self._pass["saved"])
-            self._pass["perturbed"] = []
-        if self._pass["bn_saved"]:
-            buffers, values = zip(*self._pass["bn_saved"])
-            torch._foreach_copy_(list(buffers), list(values))
-            self._pass["bn_saved"] = []
-
-    def _base_step(self) -> None:
-        self._pass["awaiting_second_step"] = False
-        self.base_optimizer.step()
-
+    # -- Algorithm 1's bookkeeping: the parameters with a gradient, the saved w, the exact restore -------
     def _groups_with_gradients(
         self, grads: Sequence[Tensor | None] | None
     ) -> list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]:
@@ -305,91 +187,95 @@ class SAM(torch.optim.Optimizer):
             self._pass["saved_for"] = key
         torch._foreach_copy_(self._pass["saved"], params)
 
+    @torch.no_grad()
+    def _restore_weights(self) -> None:
+        """w from the saved copy, and ``model``'s BatchNorm statistics from their snapshot."""
+        if self._pass["perturbed"]:
+            torch._foreach_copy_(self._pass["perturbed"], self._pass["saved"])
+            self._pass["perturbed"] = []
+        if self._pass["bn_saved"]:
+            buffers, values = zip(*self._pass["bn_saved"])
+            torch._foreach_copy_(list(buffers), list(values))
+            self._pass["bn_saved"] = []
 
-def _asam_scale(group: dict[str, Any], params: list[Tensor]) -> list[Tensor]:
+    def _base_step(self) -> None:
+        self._pass["awaiting_second_step"] = False
+        self.base_optimizer.step()
+
+    def _second_pass(self, closure: Closure, frozen_bn: Callable[[], AbstractContextManager] | None) -> None:
+        """The closure at w + e(w), inside ``frozen_bn()`` if given; w restored if it raises."""
+        try:
+            with frozen_bn() if frozen_bn is not None else nullcontext():
+                _call(closure)
+        except BaseException:
+            self.restore()
+            raise
+
+    # -- the rest of the optimizer interface ----------------------------------------------------------
+    def params(self) -> list[Tensor]:
+        """All parameters, flattened over groups in order (the order ``first_step(grads=...)`` uses)."""
+        return [p for group in self.param_groups for p in group["params"]]
+
+    @property
+    def is_perturbed(self) -> bool:
+        """True between ``first_step`` and ``second_step``/``restore``: weights are at w + e(w)."""
+        return bool(self._pass["perturbed"])
+
+    @property
+    def grad_norm(self) -> Tensor | None:
+        """||g|| (||T_w g|| for ASAM) of the last ``first_step``; None if no parameter had a gradient."""
+        return self._pass["grad_norm"]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.base_optimizer.zero_grad(set_to_none=set_to_none)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        for key in ("rho", "eta"):
+            if key in param_group:
+                _check_nonnegative_finite(key, param_group[key])
+        if getattr(self, "base_optimizer", None) is None:  # called from Optimizer.__init__
+            super().add_param_group(param_group)
+            return
+        for key in ("rho", "adaptive", "eta"):
+            param_group.setdefault(key, self.defaults[key])
+        self.base_optimizer.add_param_group(param_group)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base optimizer's state (momentum buffers, step counts) and the shared param groups."""
+        if self._pass["perturbed"]:
+            raise RuntimeError("state_dict() between first_step() and second_step(): weights are at w+e")
+        return self.base_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load ours or another SAM port's (davda54/sam): missing rho/adaptive/eta come from our defaults,
+        and per-parameter entries no base optimizer writes (davda54's ``old_p``) are dropped."""
+        state_dict = self._adopt_foreign_state_dict(state_dict)  # (frameworks.py)
+        self.base_optimizer.load_state_dict(state_dict)
+        self.param_groups = self.base_optimizer.param_groups
+
+    def __repr__(self) -> str:
+        base = type(self.base_optimizer).__name__
+        return f"sam-repro {__version__} SAM(base_optimizer={base}, {len(self.param_groups)} group(s))\n" + (
+            super().__repr__()
+        )
+
+
+def _asam_scale(params: list[Tensor], eta: float) -> list[Tensor]:
     """T_w = |w| + eta."""
     t = torch._foreach_abs(params)
-    if group["eta"]:
-        torch._foreach_add_(t, group["eta"])
+    if eta:
+        torch._foreach_add_(t, eta)
     return t
 
 
-def _mul(tensors: list[Tensor], others: list[Tensor], in_place: bool) -> list[Tensor]:
-    if in_place:
-        torch._foreach_mul_(tensors, others)
-        return tensors
-    return list(torch._foreach_mul(tensors, others))
-
-
-def _mul_scalar(tensors: list[Tensor], factor: Tensor, in_place: bool) -> list[Tensor]:
-    """``tensors * factor`` for a 0-d tensor, moved to each device once (fused kernels want one device)."""
-    out = list(tensors)
-    by_device: dict[torch.device, list[int]] = {}
-    for i, t in enumerate(tensors):
-        by_device.setdefault(t.device, []).append(i)
-    for device, index in by_device.items():
-        part = [tensors[i] for i in index]
-        f = factor.to(device, non_blocking=True)
-        if in_place:
-            torch._foreach_mul_(part, f)
-        else:
-            for i, r in zip(index, torch._foreach_mul(part, f)):
-                out[i] = r
-    return out
-
-
-def _call(closure: Callable[[], Tensor]) -> Tensor:
+def _call(closure: Closure) -> Tensor:
     with torch.enable_grad():
         return closure()
 
 
-def _refuse_accelerate_accumulation() -> None:
-    steps = frameworks.accelerate_accumulation_steps()
-    if steps > 1:
-        raise RuntimeError(frameworks.ACCELERATE_ACCUMULATION.format(steps=steps, skipped=steps - 1))
-
-
-def _refuse_framework_patterns(closure: Callable[[], Tensor]) -> None:
-    _refuse_accelerate_accumulation()
-    if frameworks.accelerate_mixed_precision() == "fp16":
-        raise RuntimeError(frameworks.ACCELERATE_FP16)
-
-
-def _check_base_optimizer(base: Any) -> None:
-    """An Optimizer subclass, or functools.partial(s) of one."""
-    target = base
-    while isinstance(target, functools.partial):
-        target = target.func
-    if isinstance(target, type) and issubclass(target, torch.optim.Optimizer):
-        return
-    got = f"an instance of {type(base).__name__}" if isinstance(base, torch.optim.Optimizer) else repr(base)
-    if len(got) > 80:
-        got = got[:77] + "..."
-    raise ValueError(
-        "base_optimizer must be a torch.optim.Optimizer class such as torch.optim.SGD, or a "
-        f"functools.partial of one (timm.optim.get_optimizer_class returns either), got {got}"
-    )
-
-
-# Per-parameter state other SAM ports keep in their own state_dict (davda54/sam: the saved w).
-_FOREIGN_STATE_KEYS = ("old_p", "e_w")
-
-
-def _adopt_foreign_state_dict(state_dict: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    groups = [
-        {**{k: defaults[k] for k in ("rho", "adaptive", "eta")}, **g} for g in state_dict["param_groups"]
-    ]
-    state, dropped = {}, set()
-    for index, entry in state_dict["state"].items():
-        dropped.update(k for k in entry if k in _FOREIGN_STATE_KEYS)
-        kept = {k: v for k, v in entry.items() if k not in _FOREIGN_STATE_KEYS}
-        if kept:
-            state[index] = kept
-    if dropped and not state:
-        warnings.warn(
-            f"loaded another SAM port's state_dict (davda54/sam style: per-parameter {sorted(dropped)} dropped). "
-            "It holds no base-optimizer state, so momentum buffers and step counts start from zero: the "
-            "run does not continue exactly as it would have without the restart.",
-            stacklevel=3,
-        )
-    return {**state_dict, "param_groups": groups, "state": state}
+def _check_nonnegative_finite(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from sam.optimizer import global_grad_norm
+from sam.foreach import global_grad_norm
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 

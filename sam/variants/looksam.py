@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sam.optimizer import global_grad_norm
+from sam.foreach import global_grad_norm
 from sam.steps import StepFn
 from sam.variants.base import VariantSAM, check_range
 from sam.variants.passes import dot, finish_step, plain_gradient, sam_gradients_keeping_g
