@@ -103,30 +103,30 @@ def sgd_step(
 ) -> StepResult:
     """One forward/backward and a step of the optimizer (SAM's baseline, every other line shared)."""
     amp = opts.precision
-    params = _trainable(optimizer)
+    params = trainable_params(optimizer)
     with amp.autocast():
         logits = model(x)
         loss = opts.loss_fn(logits, y)
     amp.backward(loss)
     add_l2_gradient_(params, opts.l2_weight_decay, amp.loss_scale)  # w is the same on every replica
-    return _apply_update(optimizer, params, opts, loss.detach(), _hits(logits, y))
+    return apply_update(optimizer, params, opts, loss.detach(), count_hits(logits, y))
 
 
 def sam_step(model: nn.Module, optimizer: SAM, x: Tensor, y: Tensor, opts: StepOptions) -> StepResult:
     """Algorithm 1: gradient at w, ascend to w + e(w), gradient there, restore w, base step."""
     amp = opts.precision
-    params = _trainable(optimizer)
+    params = trainable_params(optimizer)
     scale = amp.loss_scale
     rng = RNGState(x.device)
 
     # Pass 1 at w: BatchNorm running statistics move here, once per batch.
-    with _no_sync(model, opts.perturbation == "per_replica"), true_gradient(model, True):
+    with no_sync_if(model, opts.perturbation == "per_replica"), true_gradient(model, True):
         with amp.autocast():
             logits = model(x)
             loss = opts.loss_fn(logits, y)
         amp.backward(loss)
     add_l2_gradient_(params, opts.l2_weight_decay, scale)
-    correct = _hits(logits, y)
+    correct = count_hits(logits, y)
     del logits
     optimizer.first_step(zero_grad=True)  # w -> w + e(w)
     guard = amp.overflow_guard(optimizer.grad_norm)
@@ -137,7 +137,7 @@ def sam_step(model: nn.Module, optimizer: SAM, x: Tensor, y: Tensor, opts: StepO
         sam_second_pass(model, x, y, opts, params, guard)
     finally:
         optimizer.restore()  # w exactly, also when pass 2 raised
-    return _apply_update(optimizer.base_optimizer, params, opts, loss.detach(), correct)
+    return apply_update(optimizer.base_optimizer, params, opts, loss.detach(), correct)
 
 
 def sam_step_chunked(
@@ -151,14 +151,14 @@ def sam_step_chunked(
     statistics are the mean of the k chunks' first-pass updates (:class:`ChunkedBNStats`).
     Under DDP each replica chunks its own shard; only the last chunk's backward all-reduces.
     """
-    chunks = _num_chunks(x, m)
+    chunks = num_chunks(x, m)
     if chunks == 1:
         return sam_step(model, optimizer, x, y, opts)
     if opts.perturbation != "per_replica":
         raise ValueError("m-sharpness chunks need perturbation='per_replica' (synced e(w) has no chunks)")
 
     loss, hits = sam_chunk_passes(model, optimizer, x, y, opts, m, chunks)
-    return _apply_update(optimizer.base_optimizer, _trainable(optimizer), opts, loss, hits)
+    return apply_update(optimizer.base_optimizer, trainable_params(optimizer), opts, loss, hits)
 
 
 def sam_second_pass(
@@ -176,7 +176,7 @@ def sam_second_pass(
     with frozen_bn_stats(model):
         with amp.autocast():
             loss_perturbed = opts.loss_fn(model(x), y)
-        amp.backward(_guarded(loss_perturbed, guard))
+        amp.backward(guarded_loss(loss_perturbed, guard))
     if not l2_first:
         add_l2_gradient_(params, opts.l2_weight_decay, amp.loss_scale)
 
@@ -198,7 +198,7 @@ def sam_chunk_passes(
     at w and the number of correct predictions.
     """
     amp = opts.precision
-    params = _trainable(optimizer)
+    params = trainable_params(optimizer)
     all_params = optimizer.params()
     scale = amp.loss_scale
     bn = ChunkedBNStats(model)
@@ -208,7 +208,7 @@ def sam_chunk_passes(
         rng = RNGState(x.device)
         bn.begin_chunk()
         # Pass 1 at w, into its own gradient list (.grad accumulates the chunks' SAM gradients).
-        with _no_sync(model, True), true_gradient(model, True):
+        with no_sync_if(model, True), true_gradient(model, True):
             with amp.autocast():
                 logits = model(xc)
                 loss = opts.loss_fn(logits, yc)
@@ -216,7 +216,7 @@ def sam_chunk_passes(
         add_l2_gradient_(all_params, opts.l2_weight_decay, scale, grads=grads)
         bn.end_chunk()
         losses.append(loss.detach())
-        hits.append(_hits(logits, yc))
+        hits.append(count_hits(logits, yc))
         del logits
         if on_first_gradient is not None:
             on_first_gradient(grads)
@@ -227,10 +227,10 @@ def sam_chunk_passes(
         try:
             rng.restore()
             add_l2_gradient_(params, opts.l2_weight_decay, scale / chunks)
-            with _no_sync(model, i < chunks - 1), frozen_bn_stats(model):
+            with no_sync_if(model, i < chunks - 1), frozen_bn_stats(model):
                 with amp.autocast():
                     loss_perturbed = opts.loss_fn(model(xc), yc) / chunks
-                amp.backward(_guarded(loss_perturbed, guard))
+                amp.backward(guarded_loss(loss_perturbed, guard))
         finally:
             optimizer.restore()
     bn.finish()
@@ -241,11 +241,11 @@ def sgd_step_chunked(
     model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, opts: StepOptions, *, m: int
 ) -> StepResult:
     """SGD over chunks of m examples: per-chunk BatchNorm batches, gradients averaged (accumulated 1/k)."""
-    chunks = _num_chunks(x, m)
+    chunks = num_chunks(x, m)
     if chunks == 1:
         return sgd_step(model, optimizer, x, y, opts)
     amp = opts.precision
-    params = _trainable(optimizer)
+    params = trainable_params(optimizer)
     scale = amp.loss_scale
     bn = ChunkedBNStats(model)
     optimizer.zero_grad(set_to_none=True)
@@ -253,47 +253,51 @@ def sgd_step_chunked(
     for i, (xc, yc) in enumerate(zip(x.split(m), y.split(m))):
         bn.begin_chunk()
         add_l2_gradient_(params, opts.l2_weight_decay, scale / chunks)  # as SAM's chunks: bit-equal at rho=0
-        with _no_sync(model, i < chunks - 1):
+        with no_sync_if(model, i < chunks - 1):
             with amp.autocast():
                 logits = model(xc)
                 loss = opts.loss_fn(logits, yc)
             amp.backward(loss / chunks)
         bn.end_chunk()
         losses.append(loss.detach())
-        hits.append(_hits(logits, yc))
+        hits.append(count_hits(logits, yc))
     bn.finish()
-    return _apply_update(optimizer, params, opts, torch.stack(losses).mean(), torch.stack(hits).sum())
+    return apply_update(optimizer, params, opts, torch.stack(losses).mean(), torch.stack(hits).sum())
 
 
-# --------------------------------------------------------------------------------------------------
-def _trainable(optimizer: torch.optim.Optimizer) -> list[Tensor]:
+# -- what every step shares; public: the SAM variants (sam.variants) build their steps from these -----
+def trainable_params(optimizer: torch.optim.Optimizer) -> list[Tensor]:
+    """The optimizer's parameters that require a gradient, over groups in order."""
     return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
 
 
-def _num_chunks(x: Tensor, m: int) -> int:
+def num_chunks(x: Tensor, m: int) -> int:
+    """How many chunks of m examples the batch ``x`` splits into; m must divide the batch."""
     if m <= 0 or x.shape[0] % m:
         raise ValueError(f"m={m} must divide the per-device batch {x.shape[0]}")
     return x.shape[0] // m
 
 
-def _hits(logits: Tensor, y: Tensor) -> Tensor:
+def count_hits(logits: Tensor, y: Tensor) -> Tensor:
     """Top-1 hits; soft or multi-dimensional targets (mixup-style) are compared by their argmax."""
     target = y if y.ndim == 1 else y.argmax(-1)
     return (logits.detach().argmax(-1) == target).sum()
 
 
-def _no_sync(model: nn.Module, enabled: bool) -> AbstractContextManager:
+def no_sync_if(model: nn.Module, enabled: bool) -> AbstractContextManager:
+    """DDP's ``no_sync()`` (the backward keeps its gradient on this replica) when enabled and ``model`` is
+    DDP; otherwise nothing."""
     if enabled and isinstance(model, DistributedDataParallel):
         return model.no_sync()
     return nullcontext()
 
 
-def _guarded(loss: Tensor, guard: Tensor | None) -> Tensor:
+def guarded_loss(loss: Tensor, guard: Tensor | None) -> Tensor:
     """The second pass's loss times the fp16 overflow guard (``Precision.overflow_guard``)."""
     return loss if guard is None else loss * guard
 
 
-def _apply_update(
+def apply_update(
     base: torch.optim.Optimizer, params: list[Tensor], opts: StepOptions, loss: Tensor, correct: Tensor
 ) -> StepResult:
     """Unscale (fp16), clip (global norm, after DDP's averaging), step, and clear gradients."""

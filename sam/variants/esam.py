@@ -31,9 +31,9 @@ from torch import Tensor, nn
 
 from sam.batchnorm import frozen_bn_stats
 from sam.randomness import RNGState, true_gradient
-from sam.steps import StepFn, _guarded, _hits, _no_sync
+from sam.steps import StepFn, count_hits, guarded_loss, no_sync_if, trainable_params
 from sam.variants.base import VariantSAM, check_range, step_generator
-from sam.variants.passes import finish_step, is_ddp, trainable
+from sam.variants.passes import finish_step, is_ddp
 from sam.weight_decay import add_l2_gradient_
 
 
@@ -73,7 +73,7 @@ class ESAM(VariantSAM):
 
     def chosen_tensors(self, step: int) -> list[bool]:
         """SWP: which trainable tensors are perturbed at this step (one uniform draw per tensor, in order)."""
-        draws = torch.rand(len(trainable(self)), generator=step_generator(self.seed, step, salt=1))
+        draws = torch.rand(len(trainable_params(self)), generator=step_generator(self.seed, step, salt=1))
         return (draws < self.beta).tolist()
 
     def subset_size(self, n: int) -> int:
@@ -94,7 +94,7 @@ class ESAM(VariantSAM):
         return self._named(step, m, per_device_batch)
 
     def _step(self, model: nn.Module, x: Tensor, y: Tensor, opts) -> Any:
-        params = trainable(self)
+        params = trainable_params(self)
         chosen = [p for p, c in zip(params, self.chosen_tensors(self.steps_taken)) if c]
         amp = opts.precision
         scale = amp.loss_scale
@@ -106,14 +106,14 @@ class ESAM(VariantSAM):
             )
 
         # Pass 1 at w: per-example losses for SDS, gradients of the chosen tensors only (SWP).
-        with _no_sync(model, local), true_gradient(model, True):
+        with no_sync_if(model, local), true_gradient(model, True):
             with amp.autocast():
                 logits = model(x)
                 loss = opts.loss_fn(logits, y)
             losses_w = per_example_loss(opts.loss_fn, logits.detach(), y).float()
             grads = list(torch.autograd.grad(amp.scale(loss), chosen)) if chosen else []
         add_l2_gradient_(chosen, opts.l2_weight_decay, scale, grads=grads)
-        correct = _hits(logits, y)
+        correct = count_hits(logits, y)
         del logits
         by_id = {id(p): gr for p, gr in zip(chosen, grads)}
         aligned = [by_id.get(id(p)) for p in self.params()]
@@ -136,7 +136,7 @@ class ESAM(VariantSAM):
             with frozen_bn_stats(model):
                 with amp.autocast():
                     loss_perturbed = opts.loss_fn(model(x[keep]), y[keep])
-                amp.backward(_guarded(loss_perturbed, guard))
+                amp.backward(guarded_loss(loss_perturbed, guard))
             if not l2_first:
                 add_l2_gradient_(params, opts.l2_weight_decay, scale)
         finally:

@@ -21,13 +21,13 @@ from sam.randomness import RNGState, true_gradient
 from sam.steps import (
     StepOptions,
     StepResult,
-    _apply_update,
-    _hits,
-    _no_sync,
-    _num_chunks,
-    _trainable,
+    apply_update,
+    count_hits,
+    no_sync_if,
+    num_chunks,
     sam_chunk_passes,
     sam_second_pass,
+    trainable_params,
 )
 from sam.weight_decay import add_l2_gradient_
 
@@ -40,10 +40,7 @@ __all__ = [
     "perturbed_pass",
     "plain_gradient",
     "sam_gradients_keeping_g",
-    "trainable",
 ]
-
-trainable = _trainable
 
 
 def is_ddp(model: nn.Module) -> bool:
@@ -58,13 +55,13 @@ def first_pass(
     ``local``: under DDP, keep the gradient on this replica (``no_sync``: SAM's per-replica e(w)).
     Returns the loss at w (detached) and the top-1 hits.
     """
-    with _no_sync(model, local), true_gradient(model, True):
+    with no_sync_if(model, local), true_gradient(model, True):
         with opts.precision.autocast():
             logits = model(x)
             loss = opts.loss_fn(logits, y)
         opts.precision.backward(loss)
-    add_l2_gradient_(_trainable(optimizer), opts.l2_weight_decay, opts.precision.loss_scale)
-    return loss.detach(), _hits(logits, y)
+    add_l2_gradient_(trainable_params(optimizer), opts.l2_weight_decay, opts.precision.loss_scale)
+    return loss.detach(), count_hits(logits, y)
 
 
 def perturbed_pass(
@@ -75,7 +72,7 @@ def perturbed_pass(
     Statistics frozen, the first pass's random draws replayed (``rng``), L2 evaluated at w + e(w).
     """
     amp = opts.precision
-    params = _trainable(optimizer)
+    params = trainable_params(optimizer)
     optimizer.first_step(zero_grad=True)
     guard = amp.overflow_guard(optimizer.grad_norm)
     try:
@@ -87,7 +84,7 @@ def perturbed_pass(
 
 def finish_step(optimizer: SAM, opts: StepOptions, loss: Tensor, correct: Tensor) -> StepResult:
     """Unscale, clip, base step, clear gradients (``sam.steps``' own ending)."""
-    return _apply_update(optimizer.base_optimizer, _trainable(optimizer), opts, loss, correct)
+    return apply_update(optimizer.base_optimizer, trainable_params(optimizer), opts, loss, correct)
 
 
 @torch.no_grad()
@@ -113,7 +110,7 @@ def sam_gradients_keeping_g(
     all-reduce), so that GSAM / LookSAM combine two gradients of the same batch on every replica alike.
     """
     all_params = optimizer.params()
-    chunks = 1 if m is None else _num_chunks(x, m)
+    chunks = 1 if m is None else num_chunks(x, m)
     local = opts.perturbation == "per_replica"
     if chunks == 1:
         rng = RNGState(x.device)
@@ -150,30 +147,30 @@ def plain_gradient(
 ) -> tuple[Tensor, Tensor]:
     """``sgd_step`` / ``sgd_step_chunked`` up to the update: grad L(w) (+ L2) in ``.grad``, DDP-averaged."""
     amp = opts.precision
-    params = _trainable(optimizer)
+    params = trainable_params(optimizer)
     scale = amp.loss_scale
-    chunks = 1 if m is None else _num_chunks(x, m)
+    chunks = 1 if m is None else num_chunks(x, m)
     if chunks == 1:
         with amp.autocast():
             logits = model(x)
             loss = opts.loss_fn(logits, y)
         amp.backward(loss)
         add_l2_gradient_(params, opts.l2_weight_decay, scale)
-        return loss.detach(), _hits(logits, y)
+        return loss.detach(), count_hits(logits, y)
     bn = ChunkedBNStats(model)
     optimizer.zero_grad(set_to_none=True)
     losses, hits = [], []
     for i, (xc, yc) in enumerate(zip(x.split(m), y.split(m))):
         bn.begin_chunk()
         add_l2_gradient_(params, opts.l2_weight_decay, scale / chunks)
-        with _no_sync(model, i < chunks - 1):
+        with no_sync_if(model, i < chunks - 1):
             with amp.autocast():
                 logits = model(xc)
                 loss = opts.loss_fn(logits, yc)
             amp.backward(loss / chunks)
         bn.end_chunk()
         losses.append(loss.detach())
-        hits.append(_hits(logits, yc))
+        hits.append(count_hits(logits, yc))
     bn.finish()
     return torch.stack(losses).mean(), torch.stack(hits).sum()
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from sam.optimizer import global_grad_norm
+from sam.foreach import global_grad_norm
 from sam.randomness import RNGState
 from sam.steps import (
     StepFn,
@@ -36,9 +36,10 @@ from sam.steps import (
     sam_step_chunked,
     sgd_step,
     sgd_step_chunked,
+    trainable_params,
 )
 from sam.variants.base import VariantSAM, check_range, step_generator
-from sam.variants.passes import all_reduce_mean_, finish_step, first_pass, is_ddp, perturbed_pass, trainable
+from sam.variants.passes import all_reduce_mean_, finish_step, first_pass, is_ddp, perturbed_pass
 
 
 def _check_total_steps(total_steps: Any, who: str) -> int:
@@ -198,7 +199,7 @@ class AESAM(VariantSAM):
             local = opts.perturbation == "per_replica"
             rng = RNGState(x.device)
             loss, correct = first_pass(model, self, x, y, opts, local=local)
-            grads = [p.grad for p in trainable(self) if p.grad is not None]
+            grads = [p.grad for p in trainable_params(self) if p.grad is not None]
             sq = global_grad_norm(grads).double() ** 2 / opts.precision.loss_scale**2
             del grads  # first_step consumes .grad: no reference may keep it alive through pass 2
             if local and is_ddp(model):
@@ -208,7 +209,7 @@ class AESAM(VariantSAM):
             if use:
                 perturbed_pass(model, self, x, y, opts, rng)
             elif local and is_ddp(model):  # the SGD step's gradient, averaged as DDP's backward would
-                all_reduce_mean_([p.grad for p in trainable(self) if p.grad is not None])
+                all_reduce_mean_([p.grad for p in trainable_params(self) if p.grad is not None])
             result = finish_step(self, opts, loss, correct)
             self.steps_taken += 1
             self.sam_steps += int(use)
