@@ -52,11 +52,17 @@ from faults import FaultInjector
 from torch import nn
 
 from sam import SAM, Precision, StepOptions, sam_step, sgd_step
-from trainer.rundir import atomic_torch_save, atomic_write, atomic_write_text
-from trainer.rundir import FORMAT, CheckpointError, CheckpointManager
-from trainer.loop import EpochTotals, NonFiniteLossError, train_one_epoch
 from trainer.cluster import PreemptionHandler
-from trainer.rundir import RunDirMismatchError
+from trainer.loop import EpochTotals, NonFiniteLossError, train_one_epoch
+from trainer.rundir import (
+    FORMAT,
+    CheckpointError,
+    CheckpointManager,
+    RunDirMismatchError,
+    atomic_torch_save,
+    atomic_write,
+    atomic_write_text,
+)
 
 # tests/cli.py's TINY_RUN (2 epochs x 4 steps, m=16: two e(w) chunks per batch) with dropout (global RNG)
 # and the basic augmentation (per-epoch draws) on, so a resume must restore all of them.

@@ -27,19 +27,26 @@ from fake_data import write_fake_cifar, write_fake_run
 from omegaconf import OmegaConf
 
 from data.fingerprint import data_fingerprint
-from trainer.rundir import DiskFullError, disk_full_guard, state_nbytes
 from trainer.cluster import ExitCode
-from trainer.tracking import DataChangedError, check_data_fingerprint, extend_code_history
 from trainer.rundir import (
     LOCK_NAME,
+    DiskFullError,
     RunDirLock,
     RunDirLockedError,
     RunDirMismatchError,
     RunRecords,
     config_differences,
+    disk_full_guard,
     finished_results,
+    state_nbytes,
 )
-from trainer.tracking import has_api_key, server_reachable
+from trainer.tracking import (
+    DataChangedError,
+    check_data_fingerprint,
+    extend_code_history,
+    has_api_key,
+    server_reachable,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
