@@ -2,11 +2,13 @@
 
 Order of operations (each step seeded by the run seed, each in its own module):
 load the official train and test splits -> carve the validation split out of train (clean labels) ->
-flip a fraction of the remaining training labels (label noise) -> wrap each split in a loader.
+corrupt a fraction of the remaining training labels (label noise, ``label_noise_protocol``) -> wrap each
+split in a loader (per-batch cutout and resizing wrap the training loader, in the official code's order:
+augment, batch, normalise, cutout, resize).
 """
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -14,7 +16,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from data.augment import AUGMENTS, AugmentSpec, make_spec
+from data.augment import AUGMENTS, CUTOUT_MODES, AugmentSpec, BatchCutoutLoader, make_spec
 from data.cifar import CIFAR_SPECS, load_cifar
 from data.class_subset import check_classes, select_classes
 from data.digits import digits_stats, load_digits_split
@@ -28,8 +30,8 @@ from data.imagenet import (
     imagenet_transform,
     load_imagenet_folders,
 )
-from data.label_noise import flip_labels
-from data.resolution import RepeatedLoader, ResizedLoader, file_transform
+from data.label_noise import LABEL_NOISE_PROTOCOLS, noisy_labels
+from data.resolution import RepeatedLoader, ResizedLoader
 from data.splits import train_val_split
 from data.svhn_fashion import (
     FASHION_CLASSES,
@@ -82,7 +84,7 @@ class DataBundle:
     in_chans: int
     image_size: int
     num_train: int  # training examples (after the validation split)
-    label_noise_realised: float  # fraction of training labels that differ from the originals
+    label_noise_realised: float  # fraction of training labels that differ from the clean ones (any protocol)
     mean: tuple[float, ...] = field(default=())  # normalisation, per channel, in [0, 1] units
     std: tuple[float, ...] = field(default=())
     class_names: tuple[str, ...] = field(default=())
@@ -105,7 +107,6 @@ class _Raw:
     class_names: tuple[str, ...]
     pad: int  # reflect padding of the "basic" random crop
     hflip: bool
-    file_transform: Callable[[AugmentSpec], Callable] | None = None  # image-file datasets (else ImageNet's)
 
 
 def _load_table5(name: str, root: str | Path, download: bool, svhn_extra: bool) -> _Raw:
@@ -123,13 +124,12 @@ def _load_table5(name: str, root: str | Path, download: bool, svhn_extra: bool) 
 def _load(
     name: str, root: str | Path, download: bool, image_size: int | None = None, svhn_extra: bool = True
 ) -> _Raw:
-    if name in FINEGRAINED_DATASETS:
+    if name in FINEGRAINED_DATASETS:  # ImageNet's file pipeline at their size (App. C.2)
         f = load_finegrained(name, root, download)
         size = image_size or FINETUNE_SIZE
         return _Raw(
             f.train_paths, f.train_labels, f.test_paths, f.test_labels, len(f.class_names), 3, size,
             IMAGENET_MEAN, IMAGENET_STD, f.class_names, 0, True,
-            lambda spec: file_transform(spec, size, IMAGENET_MEAN, IMAGENET_STD),
         )  # fmt: skip
     if name in CIFAR_SPECS:
         spec = CIFAR_SPECS[name]
@@ -146,10 +146,7 @@ def _load(
         names = tuple(str(d) for d in range(10))
         # 1-px reflect crop and no flip: a mirrored 2 or 5 is not a 2 or 5.
         return _Raw(train_x, train_y, test_x, test_y, 10, 1, 8, mean, std, names, 1, False)
-    train, val = load_imagenet_folders(root)
-    sized = None  # image_size: the same pipeline at another resolution (EfficientNet-b7: 600)
-    if image_size is not None:
-        sized = lambda spec: file_transform(spec, image_size, IMAGENET_MEAN, IMAGENET_STD)  # noqa: E731
+    train, val = load_imagenet_folders(root)  # image_size: the same pipeline at the model's resolution
     return _Raw(
         [p for p, _ in train.samples],
         np.asarray(train.targets, dtype=np.int64),
@@ -163,7 +160,6 @@ def _load(
         tuple(train.classes),
         0,
         True,
-        sized,
     )
 
 
@@ -241,7 +237,9 @@ def build_data(
     eval_batch_size: int | None = None,
     augment: str = "basic",
     cutout_size: int = 16,
+    cutout_mode: str = "per_batch",
     label_noise: float = 0.0,
+    label_noise_protocol: str = "uniform",
     val_fraction: float = 0.0,
     seed: int = 0,
     device: str | torch.device = "cpu",
@@ -252,6 +250,7 @@ def build_data(
     download: bool = True,
     autoaugment_cutout: bool = False,
     autoaugment_policy: str = "official",
+    autoaugment_crop_flip: bool = True,
     preprocessing: str = "official",
     svhn_extra: bool = True,
     classes: Sequence[int] | None = None,
@@ -263,6 +262,8 @@ def build_data(
     _check_choice(f"augment (for {name})", augment, DATASET_AUGMENTS[name])
     _check_choice("loader", loader, LOADERS)
     _check_choice("dataset.preprocessing", preprocessing, PREPROCESSINGS)
+    _check_choice("dataset.cutout_mode", cutout_mode, CUTOUT_MODES)
+    _check_choice("label_noise_protocol", label_noise_protocol, LABEL_NOISE_PROTOCOLS)
     if (name == "imagenet" or name in FINEGRAINED_DATASETS) and loader == "tensor":
         raise ValueError(
             f"loader='tensor' keeps the whole dataset in memory; for {name} use 'auto' or 'torchvision'"
@@ -271,10 +272,6 @@ def build_data(
         isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
     ):
         raise ValueError(f"image_size={image_size!r} must be a positive integer or null (native)")
-    if image_size is not None and name == "imagenet":
-        raise ValueError(
-            "image_size is not supported for imagenet (its pipeline is the 224 one); leave it null"
-        )
     if not 0.0 <= label_noise < 1.0:
         raise ValueError(f"label_noise={label_noise} must be in [0, 1)")
     if not 0.0 <= val_fraction < 1.0:
@@ -298,7 +295,7 @@ def build_data(
     raw = _select(_load(name, root, download, image_size, svhn_extra), classes)
     train_idx, val_idx = train_val_split(len(raw.train_labels), val_fraction, seed)
     clean = raw.train_labels[train_idx]
-    noisy = flip_labels(clean, label_noise, raw.num_classes, seed)
+    noisy = noisy_labels(clean, label_noise, raw.num_classes, seed, label_noise_protocol)
     if batch_size > len(noisy):
         raise ValueError(f"batch_size={batch_size} is larger than the {len(noisy)} training examples")
     spec = make_spec(
@@ -306,9 +303,11 @@ def build_data(
         pad=raw.pad,
         hflip=raw.hflip,
         cutout_size=cutout_size,
+        cutout_mode=cutout_mode,
         autoaugment_cutout=autoaugment_cutout,
         autoaugment_policy=autoaugment_policy,
         autoaugment_dataset=name,
+        autoaugment_crop_flip=autoaugment_crop_flip,
     )
     dev = torch.device(device)
     use_tensor = isinstance(raw.train_images, np.ndarray) and loader in ("tensor", "auto")
@@ -317,7 +316,9 @@ def build_data(
 
     def make(images: np.ndarray | list[str], labels: np.ndarray, train: bool, bs: int) -> Loader:
         made = _make(images, labels, train, bs)
-        return ResizedLoader(made, resize) if resize else made
+        if train and spec.cutout_size > 0 and spec.cutout_mode == "per_batch":
+            made = BatchCutoutLoader(made, spec.cutout_size, seed)  # after batching, before resizing
+        return ResizedLoader(made, resize, preprocessing) if resize else made
 
     def _make(images: np.ndarray | list[str], labels: np.ndarray, train: bool, bs: int) -> Loader:
         shard = {"world_size": world_size, "rank": rank}
@@ -340,11 +341,8 @@ def build_data(
                 array_transform(this_spec, raw.mean, raw.std, raw.image_size),
             )
         else:
-            source = FileImages(images)
-            if raw.file_transform is not None:  # a dataset with its own file pipeline (fine-grained sets)
-                transform = raw.file_transform(this_spec)
-            else:
-                transform = imagenet_transform(this_spec, preprocessing)
+            source = FileImages(images)  # ImageNet and the finetuning sets: decoded at raw.image_size
+            transform = imagenet_transform(this_spec, preprocessing, raw.image_size)
         dataset = SeededTransformDataset(source, labels, transform)
         sampler = PlanBatchSampler(len(labels), bs, train=train, seed=seed, **shard)
         return TorchLoader(dataset, sampler, device=dev, num_workers=_workers(num_workers))

@@ -1,18 +1,22 @@
-"""ImageNet as two ImageFolder trees, ``root/train/<class>/*`` and ``root/val/<class>/*``.
+"""ImageNet as two ImageFolder trees, ``root/train/<class>/*`` and ``root/val/<class>/*``, and the image-file
+pipeline it shares with the finetuning sets (Table 3).
 
 The validation images must be sorted into class folders (the official tarball's val/ is flat; the usual
 ``valprep.sh`` script sorts it). Two preprocessings (``dataset.preprocessing``), both normalising with
-the standard ImageNet statistics:
+the standard ImageNet statistics, at any resolution ``size`` (224 for Table 2; the model's for finetuning,
+600 for EfficientNet-b7, as the SAM code's ``Imagenet(batch_size, image_size)`` source takes it):
 
 * ``official`` (default; the SAM code's ``dataset_source_imagenet.py``, from the Flax/TPU ImageNet
   pipelines): training takes an Inception-style crop as ``tf.image.sample_distorted_bounding_box`` with
-  the whole image as the box, ``min_object_covered=0.1``, aspect ratio in [3/4, 4/3], area in [0.08, 1],
-  10 attempts (so every crop covers at least 10% of the image); a crop that is the whole image (all
-  attempts failed) takes the evaluation path instead; the crop is resized to 224x224 **bicubic**, then
-  flipped. Evaluation crops the centred square of side ``int(224 / 256 * min(h, w))`` at offsets
-  ``((h - side) + 1) // 2`` and resizes it to 224x224 bicubic.
-* ``torchvision``: ``RandomResizedCrop(224)`` (area >= 0.08, bilinear) + flip; evaluation ``Resize(256)``
-  + ``CenterCrop(224)``, bilinear.
+  the whole image as the box and the arguments ``_decode_and_random_crop`` passes:
+  ``min_object_covered=0.1``, aspect ratio in [3/4, 4/3], area in [0.08, 1], 10 attempts (so every crop
+  covers at least 10% of the image); a crop that is the whole image (all attempts failed) takes the
+  evaluation path instead; the crop is resized to ``size`` x ``size`` **bicubic**, then flipped.
+  Evaluation crops the centred square of side ``int(size / (size + 32) * min(h, w))`` (the code's
+  ``CROP_PADDING = 32``: 224/256 at 224, 600/632 at 600) at offsets ``((h - side) + 1) // 2`` and resizes
+  it to ``size`` bicubic.
+* ``torchvision``: ``RandomResizedCrop(size)`` (area >= 0.08, bilinear) + flip; evaluation
+  ``Resize(round(size / 0.875))`` + ``CenterCrop(size)`` (256 + 224 at 224), bilinear.
 
 What stays different from the official pipeline: PIL's bicubic (antialiased, clipped to uint8) is not
 TF1's ``resize_bicubic`` (no antialiasing, unclipped floats); the crop is drawn by our code from TF's
@@ -20,6 +24,7 @@ documented rules, with torch's RNG; no shuffle buffer (we shuffle the whole epoc
 """
 
 import math
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -33,7 +38,8 @@ from data.errors import DatasetNotFoundError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_SIZE = 224
-CROP_PADDING = 32  # the official eval crop: 224 / (224 + 32) of the short side
+CROP_PADDING = 32  # the official eval crop: size / (size + 32) of the short side (600 / 632 at 600)
+CENTER_CROP_FRACTION = 0.875  # torchvision's eval crop: Resize(size / 0.875) + CenterCrop(size)
 PREPROCESSINGS = ("official", "torchvision")
 
 
@@ -126,15 +132,18 @@ def official_center_crop(img: Image.Image, size: int = IMAGENET_SIZE) -> Image.I
     return img.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
 
 
-def imagenet_transform(spec: AugmentSpec, preprocessing: str = "official") -> T.Compose:
-    """Training transform when ``spec`` asks for augmentation, else the evaluation transform."""
+def imagenet_transform(
+    spec: AugmentSpec, preprocessing: str = "official", size: int = IMAGENET_SIZE
+) -> T.Compose:
+    """Training transform at ``size`` when ``spec`` asks for augmentation, else the evaluation transform."""
     if preprocessing not in PREPROCESSINGS:
         raise ValueError(f"dataset.preprocessing={preprocessing!r} is not one of {PREPROCESSINGS}")
     train = spec.crop_pad > 0 or spec.hflip
     if preprocessing == "official":
-        steps = [DistortedBoundingBoxCrop(), T.RandomHorizontalFlip()] if train else [official_center_crop]
+        eval_crop = partial(official_center_crop, size=size)  # picklable, for spawned workers
+        steps = [DistortedBoundingBoxCrop(size), T.RandomHorizontalFlip()] if train else [eval_crop]
     elif train:
-        steps = [T.RandomResizedCrop(IMAGENET_SIZE), T.RandomHorizontalFlip()]
+        steps = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]
     else:
-        steps = [T.Resize(256), T.CenterCrop(IMAGENET_SIZE)]
+        steps = [T.Resize(round(size / CENTER_CROP_FRACTION)), T.CenterCrop(size)]
     return T.Compose([*steps, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])

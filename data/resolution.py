@@ -1,35 +1,81 @@
 """Inputs at the pretrained model's resolution (finetuning: CIFAR at 600x600 for EfficientNet-b7, say).
 
-* ``ResizedLoader`` wraps any loader of the protocol and resizes every (already augmented, normalised)
-  batch on the device with bilinear interpolation. Normalisation and resizing commute (interpolation is
-  affine with weights summing to one), so this equals resizing the raw images first; the 32x32 augmentation
-  (crop, flip, AutoAugment) happens at the native resolution, as upsampled CIFAR finetuning usually does.
-* ``file_transform`` is the torchvision pipeline for image-file datasets at ``size``: evaluation (and
-  ``augment=none`` training, the paper's finetuning of non-CIFAR sets) resizes the short side to
-  ``size / 0.875`` and centre-crops ``size`` (ImageNet's 256/224 ratio); ``augment=basic`` is
-  RandomResizedCrop(size) + horizontal flip.
+``ResizedLoader`` wraps any loader of the protocol and resizes every (already augmented, normalised) batch
+on the device, as the SAM code does for CIFAR at an EfficientNet's resolution (``dataset_source.py``:
+after batching, normalisation and cutout, ``tf.compat.v1.image.resize_bicubic``). Resizing is linear
+with weights summing to one, so it commutes with normalisation; the 32x32 augmentation (crop, flip,
+AutoAugment, cutout) happens at the native resolution. How it resizes is ``dataset.preprocessing``:
+
+* ``official``: TF1's legacy ``resize_bicubic`` (``align_corners=False``, ``half_pixel_centers=False``):
+  output pixel ``d`` samples input coordinate ``d * in / out`` (no half-pixel shift), with the cubic
+  convolution kernel at ``a = -0.75``, its fractional offset quantised to 1/1024 (TF's coefficient
+  table), taps clamped at the border, no antialiasing. Written here as two (out, in) matrices, from the
+  rules of TF's ``resize_bicubic_op.cc`` (not checked against TF itself, which is not installed here).
+* ``torchvision``: bilinear, half-pixel centres, no antialiasing (``F.interpolate``), as torchvision's
+  default resize and our pipeline before the official one was written.
+
+Image-file datasets (ImageNet, the finetuning sets) are decoded at ``size`` by their own transform
+(``data.imagenet.imagenet_transform``), not resized here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from functools import lru_cache
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision import transforms as T
 
-from data.augment import AugmentSpec
+RESIZE_METHODS = ("official", "torchvision")  # the values of dataset.preprocessing
+TF_CUBIC_A = -0.75  # TF1's legacy bicubic kernel (Keys' a = -0.5 is used only with half_pixel_centers)
+TF_TABLE_SIZE = 1024  # TF quantises the fractional offset to 1/1024
 
-CENTER_CROP_FRACTION = 0.875
+
+def _cubic(t: np.ndarray, a: float = TF_CUBIC_A) -> np.ndarray:
+    """The cubic convolution kernel at distances ``t`` >= 0 (float32, as TF's table)."""
+    t = np.abs(t).astype(np.float32)
+    near = ((a + 2) * t - (a + 3)) * t * t + 1  # |t| <= 1
+    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a  # 1 < |t| < 2
+    return np.where(t <= 1, near, np.where(t < 2, far, 0)).astype(np.float32)
+
+
+@lru_cache(maxsize=16)
+def tf1_bicubic_matrix(in_size: int, out_size: int) -> torch.Tensor:
+    """(out_size, in_size) float32 W with ``resize(x) = W @ x`` along one axis, as TF1's resize_bicubic."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    src = np.arange(out_size, dtype=np.float32) * scale  # legacy scaler: no half-pixel centres
+    base = np.floor(src).astype(np.int64)
+    offset = np.rint((src - base) * TF_TABLE_SIZE).astype(np.int64)  # lrintf: round half to even
+    t = offset.astype(np.float64) / TF_TABLE_SIZE
+    weights = np.stack([_cubic(1 + t), _cubic(t), _cubic(1 - t), _cubic(2 - t)], axis=1)  # (out, 4)
+    taps = np.clip(base[:, None] + np.arange(-1, 3), 0, in_size - 1)  # (out, 4), border clamped
+    matrix = np.zeros((out_size, in_size), dtype=np.float32)
+    np.add.at(matrix, (np.repeat(np.arange(out_size), 4), taps.ravel()), weights.ravel())
+    return torch.from_numpy(matrix)
+
+
+def resize_batch(x: torch.Tensor, size: int, method: str = "official") -> torch.Tensor:
+    """(B, C, H, W) float -> (B, C, size, size) by ``method`` (see the module docstring)."""
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"dataset.preprocessing={method!r} is not one of {RESIZE_METHODS}")
+    if method == "torchvision":
+        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    h, w = x.shape[-2:]
+    rows = tf1_bicubic_matrix(h, size).to(x.device, x.dtype)  # (size, H)
+    cols = tf1_bicubic_matrix(w, size).to(x.device, x.dtype)  # (size, W)
+    return rows @ x @ cols.T  # (size, H) @ (B, C, H, W) @ (W, size)
 
 
 class ResizedLoader:
-    """A loader whose batches come out at ``size`` x ``size``."""
+    """A loader whose batches come out at ``size`` x ``size`` (``method``: official | torchvision)."""
 
-    def __init__(self, loader, size: int) -> None:
+    def __init__(self, loader, size: int, method: str = "official") -> None:
         if size < 1:
             raise ValueError(f"image_size={size} must be a positive integer")
-        self.loader, self.size = loader, int(size)
+        if method not in RESIZE_METHODS:
+            raise ValueError(f"dataset.preprocessing={method!r} is not one of {RESIZE_METHODS}")
+        self.loader, self.size, self.method = loader, int(size), method
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -39,19 +85,10 @@ class ResizedLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y in self.loader:
-            yield F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False), y
+            yield resize_batch(x, self.size, self.method), y
 
     def __getattr__(self, name: str):  # batch_size, num_examples, ... of the wrapped loader
         return getattr(self.loader, name)
-
-
-def file_transform(spec: AugmentSpec, size: int, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
-    """Training transform when ``spec`` asks for augmentation, else the evaluation transform."""
-    if spec.crop_pad > 0 or spec.hflip:
-        steps = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]
-    else:
-        steps = [T.Resize(round(size / CENTER_CROP_FRACTION)), T.CenterCrop(size)]
-    return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])
 
 
 class RepeatedLoader:

@@ -1,8 +1,8 @@
 """Derive independent random streams from the run seed.
 
-Every random choice in data/ (the train/val split, the label noise, each epoch's order and augmentation)
-draws from its own stream, keyed by the run seed and a fixed stream name, so changing one of them (e.g.
-turning label noise on) never shifts the others.
+Every random choice in data/ (the train/val split, the label noise, each epoch's order and augmentation,
+the per-batch cutout) draws from its own stream, keyed by the run seed and a fixed stream name, so
+changing one of them (e.g. turning label noise on) never shifts the others.
 """
 
 import zlib
@@ -12,6 +12,7 @@ import numpy as np
 STREAM_SPLIT = "train_val_split"
 STREAM_LABEL_NOISE = "label_noise"
 STREAM_EPOCH = "epoch"
+STREAM_BATCH_CUTOUT = "batch_cutout"  # the official per-batch cutout location (data.augment)
 
 
 def derive_seed(seed: int, stream: str, *keys: int) -> int:

@@ -2,9 +2,10 @@
 
 In the style of airbench: no worker processes and no per-image Python. The images are stored with each
 pixel's channels packed in one int32, and each batch is one gather of them (reflect padding, crop and
-flip folded into the gather's indices), one normalisation and, for cutout, one mask built by
-broadcasting comparisons. AutoAugment, when asked for, is applied per batch by ``BatchedAutoAugment``
-(groups of images sharing an op call; see data.autoaugment).
+flip folded into the gather's indices), one normalisation and, for per-image cutout, one mask built by
+broadcasting comparisons (per-batch cutout is ``data.augment.BatchCutoutLoader`` around this loader).
+AutoAugment, when asked for, is applied per batch by ``BatchedAutoAugment`` (groups of images sharing an
+op call; see data.autoaugment).
 
 Order and augmentation come from ``data.sampling``: a pure function of (seed, epoch), independent of
 world_size and of the device (the draws are made on the CPU and copied over once per epoch). On a
@@ -118,6 +119,6 @@ class TensorLoader:
             else:
                 x = src[index]
             x = normalise(unpack_pixels(x, c), self.mean, self.std)
-            if spec.cutout_size > 0:
+            if spec.cutout_size > 0 and spec.cutout_mode == "per_image":  # per batch: BatchCutoutLoader
                 x.mul_(cutout_keep_mask(cut_y[lo:hi], cut_x[lo:hi], spec.cutout_size, h, w))
             yield x, self.labels[perm[lo:hi]]

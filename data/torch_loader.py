@@ -170,6 +170,6 @@ def array_transform(spec: AugmentSpec, mean: Sequence[float], std: Sequence[floa
     if spec.hflip:
         steps.append(T.RandomHorizontalFlip())
     steps += [T.ToTensor(), T.Normalize(mean, std)]
-    if spec.cutout_size > 0:
+    if spec.cutout_size > 0 and spec.cutout_mode == "per_image":  # per batch: BatchCutoutLoader
         steps.append(Cutout(spec.cutout_size))
     return T.Compose(steps)

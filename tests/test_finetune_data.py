@@ -184,9 +184,14 @@ def test_digits_class_subset_is_relabelled_in_the_given_order():
         build_data("digits", root=".", batch_size=32, classes=[3, 10])
 
 
-def test_image_size_upsamples_every_batch_bilinearly():
+def test_image_size_upsamples_every_batch_bilinearly_with_torchvision_preprocessing():
+    # preprocessing="torchvision" asked for by name: the default (official) became TF1's resize_bicubic, as
+    # the SAM code (issue 20; tests/test_fidelity.py checks it).
     native = build_data("digits", root=".", batch_size=32, eval_batch_size=64, augment="none")
-    big = build_data("digits", root=".", batch_size=32, eval_batch_size=64, augment="none", image_size=20)
+    big = build_data(
+        "digits", root=".", batch_size=32, eval_batch_size=64, augment="none", image_size=20,
+        preprocessing="torchvision",
+    )  # fmt: skip
     (x8, _), (x20, _) = next(iter(native.test)), next(iter(big.test))
     assert x20.shape == (64, 1, 20, 20) and big.image_size == 20
     from torchvision.transforms.functional import InterpolationMode, resize
