@@ -1,14 +1,14 @@
 """Step time and memory of SGD, SAM, ASAM and chunked m-sharpness on a CIFAR-shaped batch (issue 2).
 
 Usage:
-    python scripts/bench_sam.py [--model resnet18|wrn16_8] [--device auto|cpu|cuda] [--batch-size 256]
+    python benchmarks/bench_sam.py [--model resnet18|wrn16_8] [--device auto|cpu|cuda] [--batch-size 256]
         [--m 32] [--rounds 5] [--warmup 1] [--threads N] [--precision auto|fp32|bf16|fp16]
         [--channels-last] [--variants sgd,sam,asam,chunked] [--no-memory] [--quick]
         [--efficient] [--seed 0]
 
-    python scripts/bench_sam.py --quick --threads 1   # batch 64, m 16: ~2 min on 2 cores
-    python scripts/bench_sam.py                       # issue 2's setting: batch 256, m 32
-    python scripts/bench_sam.py --efficient --quick --threads 1   # the efficient SAM family (issue 15)
+    python benchmarks/bench_sam.py --quick --threads 1   # batch 64, m 16: ~2 min on 2 cores
+    python benchmarks/bench_sam.py                       # issue 2's setting: batch 256, m 32
+    python benchmarks/bench_sam.py --efficient --quick --threads 1   # the efficient SAM family (issue 15)
 
 --efficient times SGD, SAM and every variant of ``sam.variants`` (paper defaults, rho 0.05, one e(w) per
 batch) over 10 rounds, their schedules restarted after the warmup so that the rounds hold two LookSAM
@@ -61,7 +61,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, scripts/
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, trainer/
 
 from sam import SAM, StepOptions, StepResult, resolve_precision, select_step
 from sam.variants import VARIANTS as EFFICIENT_VARIANTS

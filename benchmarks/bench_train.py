@@ -1,7 +1,7 @@
 """Training throughput of train.py's loop against a bare hand-written SAM loop, same model and data.
 
-    python scripts/bench_train.py                      # CIFAR-shaped data, WRN-10-2, batch 128, SAM
-    python scripts/bench_train.py --optimizer sgd --batches 20 --rounds 5 --device cuda
+    python benchmarks/bench_train.py                      # CIFAR-shaped data, WRN-10-2, batch 128, SAM
+    python benchmarks/bench_train.py --optimizer sgd --batches 20 --rounds 5 --device cuda
 
 Both loops run the same maths on the same batches from the same tensor loader: SAM (rho 0.05, Nesterov
 0.9), weight decay as the L2 gradient, clipping at 5.0. "ours" is exactly what train.py runs per epoch
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, scripts/
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, trainer/
 
 from data import build_data
 from models import create_model

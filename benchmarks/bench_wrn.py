@@ -1,12 +1,12 @@
 """WRN-28-10 training throughput on CIFAR-shaped random data: images/s and peak memory of SAM steps.
 
-    python scripts/bench_wrn.py --device cuda --precision bf16 --channels-last            # eager
-    python scripts/bench_wrn.py --device cuda --precision bf16 --channels-last --compile  # torch.compile
-    python scripts/bench_wrn.py --device cpu --depth 10 --widen-factor 1 --batch-size 8 --steps 2  # dry run
+    python benchmarks/bench_wrn.py --device cuda --precision bf16 --channels-last            # eager
+    python benchmarks/bench_wrn.py --device cuda --precision bf16 --channels-last --compile  # torch.compile
+    python benchmarks/bench_wrn.py --device cpu --depth 10 --widen-factor 1 --batch-size 8 --steps 2  # dry run
 
 The step is the trainer's (``select_step`` with m = the batch: one perturbation per batch, L2 decay,
 clipping at 5.0), on a fixed random batch already on the device, so the figure is the model's and the
-optimizer's, not the data loader's. The last line is one JSON record (scripts/gpu_check.sh reads it).
+optimizer's, not the data loader's. The last line is one JSON record (benchmarks/gpu_check.sh reads it).
 """
 
 from __future__ import annotations

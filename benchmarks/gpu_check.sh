@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The whole GPU check in one command (under 8 minutes on one modern GPU), from the repository root:
 #
-#   scripts/gpu_check.sh                 # --device cuda: pytest -m gpu, the benchmarks, WRN-28-10 throughput
-#   scripts/gpu_check.sh --device cpu    # dry run: every step end to end with tiny sizes (no GPU needed)
+#   benchmarks/gpu_check.sh                 # --device cuda: pytest -m gpu, the benchmarks, WRN-28-10 throughput
+#   benchmarks/gpu_check.sh --device cpu    # dry run: every step end to end with tiny sizes (no GPU needed)
 #
-# Steps: `pytest -m gpu`; scripts/bench_sam.py in bf16 and in fp16 (SGD, SAM, ASAM and chunked m=32);
-# scripts/bench_train.py (train.py's loop vs a bare loop); scripts/bench_data.py (tensor loader vs
-# DataLoader); scripts/bench_wrn.py: WRN-28-10 SAM steps on CIFAR-shaped random data, bf16 +
+# Steps: `pytest -m gpu`; benchmarks/bench_sam.py in bf16 and in fp16 (SGD, SAM, ASAM and chunked m=32);
+# benchmarks/bench_train.py (train.py's loop vs a bare loop); benchmarks/bench_data.py (tensor loader vs
+# DataLoader); benchmarks/bench_wrn.py: WRN-28-10 SAM steps on CIFAR-shaped random data, bf16 +
 # channels_last, eager and torch.compile, images/s and peak memory. Each step's full output goes to
 # $OUT (default runs/gpu_check/<time>/<step>.log); one table at the end: step, status, seconds, headline.
 # A failing step does not stop the others; the exit status is the number of failed steps.
@@ -41,12 +41,12 @@ fi
 
 STEPS=(
   "pytest_gpu|$PY -m pytest -m gpu -n0 -q -p no:cacheprovider tests/test_gpu.py"  # -n0: one GPU, one test at a time
-  "bench_sam_bf16|$PY scripts/bench_sam.py ${SAM_ARGS[*]} --variants sgd,sam,asam,chunked --precision bf16"
-  "bench_sam_fp16|$PY scripts/bench_sam.py ${SAM_ARGS[*]} --variants sgd,sam,asam,chunked --precision $FP16"
-  "bench_train|$PY scripts/bench_train.py ${TRAIN_ARGS[*]}"
-  "bench_data|$PY scripts/bench_data.py ${DATA_ARGS[*]}"
-  "wrn28_10_bf16_cl|$PY scripts/bench_wrn.py ${WRN_ARGS[*]} --precision bf16 --channels-last"
-  "wrn28_10_bf16_cl_compile|$PY scripts/bench_wrn.py ${WRN_ARGS[*]} --precision bf16 --channels-last --compile"
+  "bench_sam_bf16|$PY benchmarks/bench_sam.py ${SAM_ARGS[*]} --variants sgd,sam,asam,chunked --precision bf16"
+  "bench_sam_fp16|$PY benchmarks/bench_sam.py ${SAM_ARGS[*]} --variants sgd,sam,asam,chunked --precision $FP16"
+  "bench_train|$PY benchmarks/bench_train.py ${TRAIN_ARGS[*]}"
+  "bench_data|$PY benchmarks/bench_data.py ${DATA_ARGS[*]}"
+  "wrn28_10_bf16_cl|$PY benchmarks/bench_wrn.py ${WRN_ARGS[*]} --precision bf16 --channels-last"
+  "wrn28_10_bf16_cl_compile|$PY benchmarks/bench_wrn.py ${WRN_ARGS[*]} --precision bf16 --channels-last --compile"
 )
 
 $PY - <<'PY' > "$OUT/device.txt" 2>&1

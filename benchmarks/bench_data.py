@@ -2,8 +2,8 @@
 
 Usage (from the repository root):
 
-    python scripts/bench_data.py                       # 20k images, batch 256, basic and cutout, 2 workers
-    python scripts/bench_data.py --num-images 50000 --repeats 5 --device cuda
+    python benchmarks/bench_data.py                       # 20k images, batch 256, basic and cutout, 2 workers
+    python benchmarks/bench_data.py --num-images 50000 --repeats 5 --device cuda
 
 Random uint8 images are written to a temporary directory as CIFAR-10 python pickles, so both loaders
 read them through data.cifar's reader, exactly as a real run. Each loader does one warm-up epoch (the
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, scripts/
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, trainer/
 
 from data import build_data
 
