@@ -77,7 +77,7 @@ def test_files_are_what_the_generator_writes(tmp_path):
     src = REPO / "results" / "paper" / "transcription" / "tables.yaml"  # committed: runs from a fresh clone
     cmd = [
         sys.executable,
-        "scripts/make_finetune_tables.py",
+        "results/paper/make_finetune_tables.py",
         "--src",
         str(src),
         "--out-dir",

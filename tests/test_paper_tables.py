@@ -1,4 +1,4 @@
-"""results/paper/ is what scripts/make_paper_tables.py makes from the committed transcription.
+"""results/paper/ is what results/paper/make_tables.py makes from the committed transcription.
 
 The transcription (results/paper/transcription/tables.yaml) is in the repo, so the script runs from a
 fresh clone; this test regenerates every table in process and compares it byte for byte with the
@@ -6,7 +6,7 @@ committed file, and spot-checks a few numbers against the paper's printed tables
 """
 
 from analysis.paper_tables import PAPER_DIR, find_paper_cell, load_paper_cells
-from scripts.make_paper_tables import DEFAULT_SRC, TABLES, build_tables, render
+from results.paper.make_tables import DEFAULT_SRC, TABLES, build_tables, render
 
 
 def test_committed_tables_are_the_scripts_output_from_the_committed_transcription():

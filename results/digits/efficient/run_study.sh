@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The efficient-SAM study of results/digits/efficient/README.md (issue 15): every variant at 40% label
 # noise on digits, 5 seeds, the setting of results/digits/ (SAM's largest gain there).
-# Usage: bash scripts/run_efficient_study.sh [RUNS_DIR]   (about 1-1.5 h on 2 shared CPU cores)
+# Usage: bash results/digits/efficient/run_study.sh [RUNS_DIR]   (about 1-1.5 h on 2 shared CPU cores)
 # Three Hydra multiruns side by side, one thread each, seed-major so that a partial study covers every
 # variant; then scripts/efficient_summary.py writes the table and the Pareto figure.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../../.."  # the repository root
 RUNS=${1:-runs/efficient}
 PY=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=1

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The CPU-scale study of results/digits/README.md: label noise x {SGD, SAM}, m-sharpness, flatness.
-# Usage: bash scripts/run_digits_study.sh [RUNS_DIR]   (about 30-40 min on 2 CPU cores)
-# Two Hydra multiruns run side by side, one thread each; then compare.py, plot.py and sharpness.py
+# Usage: bash results/digits/run_study.sh [RUNS_DIR]   (about 30-40 min on 2 CPU cores)
+# Two Hydra multiruns run side by side, one thread each; then scripts/compare.py, plot.py and sharpness.py
 # write the tables and figures into results/digits/.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 RUNS=${1:-runs/digits_study}
 PY=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=1

@@ -1,8 +1,8 @@
 """The CPU-scale transfer study of results/digits/transfer/README.md, in one command.
 
 Usage:
-    python scripts/run_transfer_study.py [--runs runs/transfer_study] [--out results/digits/transfer]
-                                         [--seeds 5] [--phase all|grid|pretrain|finetune|evaluate|summarise]
+    python results/digits/transfer/run_study.py [--runs runs/transfer_study] [--out results/digits/transfer]
+                                                [--seeds 5] [--phase all|grid|pretrain|finetune|evaluate|summarise]
 
 Everything goes through the real CLIs (train.py multiruns, scripts/evaluate.py), on scikit-learn's digits:
 
@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]  # results/digits/transfer/ -> the repository root
 GRID = ("0.01", "0.02", "0.05", "0.1", "0.2", "0.5")
 GRID_SEEDS = (100, 101)
 COMMON = [
