@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 # SLURM can signal a job step (preemption, --signal) while Python still imports torch or builds the data:
 # remember it, so the trainer checkpoints and requeues at its first step instead of dying on the default
@@ -25,8 +26,17 @@ if __name__ == "__main__" and "SLURM_STEP_ID" in os.environ:
     for _sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(_sig, lambda signum, _frame: EARLY_SIGNALS.append(signum))
 
+
+def _interrupted_while_importing(_signum: int, _frame: object) -> None:
+    """Ctrl-C during the imports below: one line and exit 130, not a traceback from inside torch."""
+    print("interrupted (Ctrl-C) while starting; nothing was written", file=sys.stderr)
+    os._exit(130)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, _interrupted_while_importing)
+
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -121,20 +131,21 @@ def spec_before_hydra(cfg: DictConfig) -> RunSpec:
 
 
 if __name__ == "__main__":
-    problem = unknown_key_message(sys.argv[1:])  # Hydra's own message does not name the valid keys
-    if problem is not None:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(ExitCode.BAD_INPUT)
-    export_slurm_env()  # SLURM tasks as torchrun's variables first: the spec's world size, the lock's rank
-    # Values, a finished or locked run directory: refused before Hydra creates or writes anything.
-    sys.argv[1:] = preflight(
-        sys.argv[1:],
-        config_dir=CONFIG_DIR,
-        config_name="train",
-        make_spec=spec_before_hydra,
-        ignore=OPERATIONAL_KEYS,
-    )
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # imported: Ctrl-C is KeyboardInterrupt again
     try:
+        problem = unknown_key_message(sys.argv[1:])  # Hydra's own message does not name the valid keys
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            sys.exit(ExitCode.BAD_INPUT)
+        export_slurm_env()  # SLURM tasks as torchrun's variables first: the spec's world size, the lock's rank
+        # Values, a finished or locked run directory: refused before Hydra creates or writes anything.
+        sys.argv[1:] = preflight(
+            sys.argv[1:],
+            config_dir=CONFIG_DIR,
+            config_name="train",
+            make_spec=spec_before_hydra,
+            ignore=OPERATIONAL_KEYS,
+        )
         main()
     except KeyboardInterrupt:  # Ctrl-C before training started, or a second Ctrl-C: no traceback
         print("interrupted (Ctrl-C)", file=sys.stderr)

@@ -254,6 +254,12 @@ class Run:
                 ctx.world_size,
             )
         p = self.progress
+        if not finite_weights(objs.raw_model):  # never written by a finite run: damaged or planted
+            raise CheckpointError(
+                f"checkpoint {state['path']} holds NaN/inf weights, so it is not a point to resume from (this "
+                "trainer never saves non-finite weights: the file was changed after it was written); move it "
+                "away to resume from the previous checkpoint, or use another hydra.run.dir"
+            )
         self.last_good = (state["path"], p.epoch, p.global_step)
         log.info(
             "resumed from %s at epoch %d, batch %d (step %d)", state["path"], p.epoch, p.batch, p.global_step
@@ -402,9 +408,16 @@ class Run:
             )
 
     def train(self) -> None:
-        self.progress.code_history = extend_code_history(
-            self.progress.code_history, code_state(REPO), self.progress.global_step
-        )
+        history = self.progress.code_history
+        now = code_state(REPO)
+        if history and history[-1].get("threads") not in (None, now["threads"]):
+            log.warning(
+                "resumed with %d CPU threads; the run so far used %d: it goes on correctly but not bit-exactly "
+                "as an uninterrupted run would (recorded in results.json's git_commits)",
+                now["threads"],
+                history[-1]["threads"],
+            )
+        self.progress.code_history = extend_code_history(history, now, self.progress.global_step)
         if self.ctx.is_main:
             self.metrics.truncate_after(self.progress.epoch)
             (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.spec.config))

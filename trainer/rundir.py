@@ -247,6 +247,12 @@ class CheckpointManager:
                     "checkpoint %s is not a sam-repro checkpoint (no format=%r); skipping it", path, FORMAT
                 )
                 continue
+            weights = state.get("model") if isinstance(state.get("model"), dict) else {}
+            if not all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()):
+                problems.append(f"{path}: NaN/inf weights (changed after it was written: never resumed from)")
+                self._unusable.add(path)
+                log.warning("checkpoint %s holds NaN/inf weights; skipping it", path)
+                continue
             state["path"] = str(path)
             return state
         if problems:
@@ -582,12 +588,61 @@ def claim_run_dir(
     created in it.
     """
     ignore = tuple(ignore)
-    done = finished_results(run_dir, config, ignore)
-    if done is not None:
-        return done
-    if is_main_process():
-        lock_run_dir(run_dir)
-    return finished_results(run_dir, config, ignore)  # it may have finished while we waited
+    try:
+        for parent in (Path(run_dir), *Path(run_dir).parents):
+            if parent.exists() and not parent.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "a regular file is in the way", str(parent))
+        done = finished_results(run_dir, config, ignore)
+        if done is not None:
+            if is_main_process():
+                note = restore_final_model(run_dir, config)
+                if note:
+                    log.warning("%s", note)
+            return done
+        if is_main_process():
+            lock_run_dir(run_dir)
+        return finished_results(run_dir, config, ignore)  # it may have finished while we waited
+    except OSError as err:
+        if is_disk_full(err):
+            raise
+        raise RunDirUnusableError(run_dir, err) from None
+
+
+def restore_final_model(run_dir: Path | str, config: dict[str, Any]) -> str | None:
+    """A finished run whose ``final_model.pt`` was deleted gets it back from its last checkpoint.
+
+    The checkpoint written when training ended (``finished``) holds exactly the final weights. Returns a
+    line for the log when something was restored or is gone for good, None when nothing was missing.
+    """
+    run_dir = Path(run_dir)
+    final = run_dir / "final_model.pt"
+    if final.exists() or not config.get("trainer", {}).get("save_final_model", True):
+        return None
+    for path in (run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "prev.pt"):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # missing, truncated or foreign: try the other one
+            continue
+        if isinstance(state, dict) and state.get("format") == FORMAT and state.get("finished"):
+            atomic_torch_save({"model": state["model"], "config": state["config"]}, final)
+            return f"{final} was missing: restored from {path}, which holds the run's final weights"
+    return (
+        f"{final} is gone and no finished checkpoint holds the final weights any more; results.json stands, "
+        "the weights of this run are lost"
+    )
+
+
+class RunDirUnusableError(RunError):
+    """``hydra.run.dir`` cannot hold a run: a regular file on the way, a read-only or denied path."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+    def __init__(self, run_dir: Path | str, err: OSError) -> None:
+        where = f" ({err.filename})" if err.filename and str(err.filename) != str(run_dir) else ""
+        super().__init__(
+            f"hydra.run.dir={str(run_dir)!r} cannot be used as a run directory: {err.strerror or err}{where}. "
+            "Point hydra.run.dir at a directory this process can create and write"
+        )
 
 
 def release_claim(run_dir: Path | str, *, refused: bool) -> None:

@@ -104,10 +104,15 @@ def _git(repo: Path, *args: str) -> str | None:
 
 
 def code_state(repo: Path) -> dict[str, Any]:
-    """``{"commit": HEAD or "unknown", "dirty": tracked or untracked changes (None when unknown)}``."""
+    """``{"commit": HEAD or "unknown", "dirty": changes (None when unknown), "threads": torch's CPU threads}``.
+
+    The thread count is recorded because CPU reductions are split by thread: a run resumed with another
+    count continues correctly but not bit-exactly (``trainer/run.py`` warns).
+    """
     head = (_git(repo, "rev-parse", "HEAD") or "").strip() or "unknown"
     status = _git(repo, "status", "--porcelain")
-    return {"commit": head, "dirty": None if status is None else bool(status.strip())}
+    dirty = None if status is None else bool(status.strip())
+    return {"commit": head, "dirty": dirty, "threads": torch.get_num_threads()}
 
 
 def extend_code_history(
