@@ -43,6 +43,7 @@ EXPECTED = [
     ("trainer.limit_val_batches", 1, 0),
     ("trainer.eval_batch_size", 1, 0),
     ("trainer.log_every_n_steps", 1, 0),
+    ("trainer.progress_every_s", 0.5, 0.0),
     ("trainer.checkpoint_interval_min", 0.0, -1.0),
     ("trainer.max_nonfinite_steps", 1, 0),
 ]

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from trainer.spec import OPERATIONAL_KEYS, RunSpec
 from trainer.tracking import (
     MetricsFile,
     NullTracker,
+    ProgressLog,
     check_data_fingerprint,
     code_state,
     device_name,
@@ -49,6 +51,9 @@ from trainer.tracking import (
 )
 
 log = logging.getLogger("train")
+# Beyond these, a CPU run is a GPU-scale experiment (the digits quickstart: 0.3M parameters, 0.1M examples).
+PAPER_SCALE_PARAMS = 5_000_000
+PAPER_SCALE_EXAMPLES = 20_000_000
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -222,6 +227,13 @@ class Run:
         self.interval_s = 60.0 * minutes if minutes else math.inf
         self.flags = torch.zeros(2, device=ctx.device)
         self.epoch_first_step = 0
+        self.progress_log = ProgressLog(
+            objs.steps_per_epoch,
+            spec.epochs,
+            spec.trainer.progress_every_s,
+            on_tty=sys.stderr.isatty(),
+            device=device_name(ctx.device),
+        )
         self.last_good: tuple[str, int, int] | None = (
             None  # (checkpoint, epoch, step) of the last finite save
         )
@@ -318,6 +330,10 @@ class Run:
             "train/images_per_s": images_per_s * self.ctx.world_size,
         }
         self.tracker.log_step(metrics, step=self.epoch_first_step + index)
+        if self.ctx.is_main:
+            self.progress_log.update(
+                self.epoch_first_step + index, metrics["train/images_per_s"], float(result.loss)
+            )
 
     # -- the loop ---------------------------------------------------------------------------------------
     def train_epoch(self) -> bool:
@@ -418,6 +434,7 @@ class Run:
                 history[-1]["threads"],
             )
         self.progress.code_history = extend_code_history(history, now, self.progress.global_step)
+        self.progress_log.start(self.progress.global_step)
         if self.ctx.is_main:
             self.metrics.truncate_after(self.progress.epoch)
             (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.spec.config))
@@ -538,6 +555,18 @@ def execute(
         objs.steps_per_epoch,
         objs.step_options.precision.name,
     )
+    params = sum(p.numel() for p in objs.raw_model.parameters())
+    examples = spec.epochs * objs.steps_per_epoch * spec.batch_size
+    if ctx.device.type == "cpu" and (params > PAPER_SCALE_PARAMS or examples > PAPER_SCALE_EXAMPLES):
+        log.warning(
+            "%s (%.1fM parameters) for %d epochs on %s is a GPU-scale run on a CPU: expect days to weeks "
+            "(the estimate follows after the first logged steps); use device=cuda, or a smaller model/epochs "
+            "to try the pipeline",
+            spec.model,
+            params / 1e6,
+            spec.epochs,
+            device_name(ctx.device),
+        )
     if spec.label_noise:
         log.info(
             "label noise: asked %.3f, realised %.4f of training labels flipped",

@@ -95,6 +95,7 @@ class TrainerConfig:
     limit_val_batches: int | None = MISSING
     eval_batch_size: int = MISSING
     log_every_n_steps: int = MISSING
+    progress_every_s: float = 60.0
     checkpoint_interval_min: float | None = MISSING
     max_nonfinite_steps: int = MISSING
     allow_data_change: bool = MISSING
@@ -198,6 +199,7 @@ RANGES = (
     ("trainer.limit_val_batches", lambda v: v >= 1, "an integer >= 1, or null (every batch)"),
     ("trainer.eval_batch_size", lambda v: v >= 1, "an integer >= 1"),
     ("trainer.log_every_n_steps", lambda v: v >= 1, "an integer >= 1"),
+    ("trainer.progress_every_s", lambda v: math.isfinite(v) and v > 0, "a number of seconds > 0"),
     (
         "trainer.checkpoint_interval_min",
         lambda v: math.isfinite(v) and v >= 0,
@@ -260,6 +262,7 @@ OPERATIONAL_KEYS = (
     "dataset.num_workers",
     "dataset.download",
     "trainer.log_every_n_steps",
+    "trainer.progress_every_s",
     "trainer.checkpoint_interval_min",
     "trainer.save_final_model",
     "trainer.eval_batch_size",
@@ -288,6 +291,7 @@ class TrainerSettings:
     limit_val_batches: int | None
     eval_batch_size: int
     log_every_n_steps: int
+    progress_every_s: float
     checkpoint_interval_min: float | None
     max_nonfinite_steps: int
     allow_data_change: bool

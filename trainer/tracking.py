@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import netrc
 import os
 import platform
 import secrets
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -320,3 +322,67 @@ def make_tracker(spec: Any, run_dir: Path, run_id: str | None, is_main: bool) ->
     )
     id_file.write_text(tracker.run_id)
     return tracker
+
+
+# ----------------------------------------------------------------------------------------------------
+# Progress a person can read anywhere: the tqdm bar needs a terminal, SLURM logs have none.
+class ProgressLog:
+    """Log lines with images/s and the ETA of the epoch and of the run, at most every ``every_s`` seconds.
+
+    Without a terminal (a SLURM log, a pipe) these lines are the only sign of life within an epoch; with
+    one, the tqdm bar shows the epoch and only the first estimate of the whole run is logged.
+    """
+
+    def __init__(self, steps_per_epoch: int, epochs: int, every_s: float, on_tty: bool, device: str) -> None:
+        self.steps_per_epoch, self.epochs, self.every_s = steps_per_epoch, epochs, every_s
+        self.on_tty, self.device = on_tty, device
+        self.origin: tuple[float, int] | None = None  # (time, global step) when this process began training
+        self.last_line = -math.inf
+
+    def start(self, global_step: int) -> None:
+        self.origin = (time.monotonic(), global_step)
+
+    def update(self, global_step: int, images_per_s: float, loss: float) -> None:
+        now = time.monotonic()
+        t0, s0 = self.origin or (now, global_step)
+        rate = (global_step - s0) / max(now - t0, 1e-9)  # steps/s of this process so far
+        total = self.steps_per_epoch * self.epochs
+        epoch, in_epoch = divmod(global_step, self.steps_per_epoch)
+        if in_epoch == 0 and global_step:
+            epoch, in_epoch = epoch - 1, self.steps_per_epoch
+        epoch_eta = (self.steps_per_epoch - in_epoch) / rate if rate > 0 else math.inf
+        run_eta = (total - global_step) / rate if rate > 0 else math.inf
+        if self.last_line == -math.inf:
+            log.info(
+                "estimate: %s for the %d remaining steps of %d epochs at %.2f steps/s on %s",
+                duration(run_eta),
+                total - global_step,
+                self.epochs,
+                rate,
+                self.device,
+            )
+        elif self.on_tty or now - self.last_line < self.every_s:
+            return
+        else:
+            log.info(
+                "epoch %d/%d  step %d/%d  loss %.4f  %.0f img/s  epoch ETA %s  run ETA %s",
+                epoch + 1,
+                self.epochs,
+                in_epoch,
+                self.steps_per_epoch,
+                loss,
+                images_per_s,
+                duration(epoch_eta),
+                duration(run_eta),
+            )
+        self.last_line = now
+
+
+def duration(seconds: float) -> str:
+    """``1d 02:03:04`` / ``02:03:04``; ``unknown`` before any step was timed."""
+    if not math.isfinite(seconds):
+        return "unknown"
+    days, rest = divmod(round(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    text = f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+    return f"{days}d {text}" if days else text
