@@ -45,10 +45,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+# torch-free: --help, a typo and a refused value answer before torch loads (trainer.run imports it).
 from trainer.cluster import HANDLER as PREEMPTION
 from trainer.cluster import ExitCode, RunError, export_slurm_env, setup_distributed
-from trainer.loop import NonFiniteLossError
-from trainer.run import execute
 from trainer.rundir import LOCK_NAME, RunRecords, disk_full_cause, preflight, release_claim, take_preflight
 from trainer.spec import OPERATIONAL_KEYS, RunSpec, unknown_key_message
 
@@ -92,6 +91,8 @@ def main(cfg: DictConfig) -> float | None:
 
 def exit_code(err: BaseException) -> ExitCode | None:
     """The exit code of an expected failure (README: exit codes); None for a bug."""
+    from trainer.loop import NonFiniteLossError
+
     if isinstance(err, RunError):
         return err.exit_code
     if isinstance(err, NonFiniteLossError):
@@ -105,6 +106,8 @@ def exit_code(err: BaseException) -> ExitCode | None:
 
 def train(cfg: DictConfig, run_dir: Path, records: RunRecords | None = None) -> dict[str, Any]:
     """The spec (this process's pre-flight one, or made now), then resume or start, train, write results."""
+    from trainer.run import execute
+
     ctx = setup_distributed(cfg.device)
     spec = take_preflight(run_dir)
     claimed = spec is not None
@@ -120,14 +123,8 @@ def train(cfg: DictConfig, run_dir: Path, records: RunRecords | None = None) -> 
 
 
 def spec_before_hydra(cfg: DictConfig) -> RunSpec:
-    """The spec of a composed config before Hydra runs the job (``preflight``): device not yet claimed."""
-    import torch  # noqa: F401  (resolving the device needs it; imported here, after the cheap checks)
-
-    from trainer.cluster import resolve_device
-
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
-    return RunSpec.from_config(cfg, world_size, device)
+    """The spec of a composed config before Hydra runs the job (``preflight``), for this process."""
+    return RunSpec.from_config(cfg, int(os.environ.get("WORLD_SIZE", "1")))
 
 
 if __name__ == "__main__":

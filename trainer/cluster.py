@@ -18,12 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.distributed as dist
-from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _NormBase
+if TYPE_CHECKING:  # torch is imported where it is used: a typo or --help answers before torch loads
+    import torch
+    from torch import Tensor, nn
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -73,6 +72,8 @@ class DistContext:
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> this process's GPU if there is one, else CPU; a bad name is a clear error."""
+    import torch
+
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     try:
@@ -119,6 +120,9 @@ def export_slurm_env() -> bool:
 
 def setup_distributed(device_name: str) -> DistContext:
     """Initialise the process group when launched by torchrun or SLURM tasks (NCCL on GPU, gloo on CPU)."""
+    import torch
+    import torch.distributed as dist
+
     export_slurm_env()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -135,24 +139,31 @@ def gather_objects(obj: object, ctx: DistContext) -> list[object]:
     """Every rank's ``obj``, in rank order (a one-element list without DDP)."""
     if not ctx.distributed:
         return [obj]
+    import torch.distributed as dist
+
     out: list[object] = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out
 
 
 def all_reduce_sum(tensor: Tensor) -> Tensor:
+    import torch.distributed as dist
+
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 
-@torch.no_grad()
 def average_bn_stats(model: nn.Module) -> None:
     """Mean of every replica's BN running statistics (the official code's pmean), in one collective.
 
     With this after each step, DDP over k replicas keeps exactly the statistics that one device
     computing k chunks keeps (``sam.ChunkedBNStats``).
     """
+    import torch
+    import torch.distributed as dist
+    from torch.nn.modules.batchnorm import _NormBase
+
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return
     stats = [
@@ -163,13 +174,14 @@ def average_bn_stats(model: nn.Module) -> None:
     ]
     if not stats:
         return
-    flat = torch.cat([s.reshape(-1).float() for s in stats])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= dist.get_world_size()
-    offset = 0
-    for s in stats:
-        s.copy_(flat[offset : offset + s.numel()].view_as(s))
-        offset += s.numel()
+    with torch.no_grad():
+        flat = torch.cat([s.reshape(-1).float() for s in stats])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= dist.get_world_size()
+        offset = 0
+        for s in stats:
+            s.copy_(flat[offset : offset + s.numel()].view_as(s))
+            offset += s.numel()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -19,9 +19,10 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # imported where used: the pre-flight answers before torch loads
+    import torch
 
 from trainer.cluster import ExitCode, RunError
 from trainer.spec import LEGACY_DEFAULTS
@@ -167,6 +168,8 @@ def atomic_write_text(path: Path | str, text: str) -> Path:
 
 def atomic_torch_save(obj: Any, path: Path | str) -> Path:
     """``torch.save`` that leaves either the old file or the complete new one."""
+    import torch
+
     return atomic_write(path, lambda f: torch.save(obj, f), size_hint=state_nbytes(obj))
 
 
@@ -203,6 +206,8 @@ class CheckpointManager:
         ``on_stage`` sees ``written``, ``synced`` and ``rotated`` (``last.pt`` moved to ``prev.pt``, the
         new file not yet renamed): the points a kill can hit, for tests.
         """
+        import torch
+
         stage = on_stage or (lambda name: None)
         self.dir.mkdir(parents=True, exist_ok=True)
 
@@ -227,6 +232,8 @@ class CheckpointManager:
         Raises :class:`CheckpointError` when ``last.pt`` or ``prev.pt`` exist but neither is usable: the
         run's progress would be lost, so a person decides (a kill mid-write leaves at most ``last.pt.tmp``).
         """
+        import torch
+
         problems = []
         for path in (self.last, self.prev):
             if not path.exists():
@@ -614,6 +621,8 @@ def restore_final_model(run_dir: Path | str, config: dict[str, Any]) -> str | No
     The checkpoint written when training ended (``finished``) holds exactly the final weights. Returns a
     line for the log when something was restored or is gone for good, None when nothing was missing.
     """
+    import torch
+
     run_dir = Path(run_dir)
     final = run_dir / "final_model.pt"
     if final.exists() or not config.get("trainer", {}).get("save_final_model", True):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+import os
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, get_type_hints
@@ -29,20 +30,23 @@ from typing import Any, get_type_hints
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-import plugins  # noqa: F401  (registers the variants in plugins/: optimizer=<name> accepts them)
-from data.augment import CUTOUT_MODES
-from data.label_noise import LABEL_NOISE_PROTOCOLS
-from sam.precision import PRECISIONS
-from sam.steps import PERTURBATION_MODES
-from sam.variants import VARIANTS, WITHOUT_RHO
-from sam.weight_decay import WEIGHT_DECAY_MODES
-
 SCHEDULES = ("cosine", "constant")  # trainer/build.py: warmup_then
 
 
 def optimizer_names() -> tuple[str, ...]:
     """Every ``optimizer.name`` a run accepts: SGD, SAM, ASAM, the variants, and plugins/' variants."""
+    import plugins  # noqa: F401  (registers the variants in plugins/)
+    from sam.variants import VARIANTS
+
     return ("sgd", "sam", "asam", *VARIANTS)
+
+
+def without_rho(name: str) -> bool:
+    """A variant whose update has no rho (MESA): it records rho = 0."""
+    import plugins  # noqa: F401
+    from sam.variants import WITHOUT_RHO
+
+    return name in WITHOUT_RHO
 
 
 LOGGERS = ("none", "wandb")
@@ -235,6 +239,14 @@ def validate(cfg: DictConfig, world_size: int) -> None:
             f"m={cfg.m} must divide the per-device batch {per_device} (batch_size={cfg.batch_size} over "
             f"{world_size} process(es)); valid: null or one of {divisors}"
         )
+    # The choices live with the code that uses them (sam/, data/): imported only once the ranges passed,
+    # so a refused number answers before torch loads.
+    from data.augment import CUTOUT_MODES
+    from data.label_noise import LABEL_NOISE_PROTOCOLS
+    from sam.precision import PRECISIONS
+    from sam.steps import PERTURBATION_MODES
+    from sam.weight_decay import WEIGHT_DECAY_MODES
+
     for key, value, choices in (
         ("precision", cfg.precision, PRECISIONS),
         ("optimizer.name", cfg.optimizer.name, optimizer_names()),
@@ -333,16 +345,23 @@ class RunSpec:
     precision: str  # resolved: fp32 | bf16 | fp16
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, world_size: int, device: str) -> RunSpec:
-        """Validate ``cfg`` (ValueError naming the value and the choices) and derive every fact."""
-        from sam.precision import resolve_precision  # torch-only, but keep the schema import light
+    def from_config(cls, cfg: DictConfig, world_size: int, device: Any = None) -> RunSpec:
+        """Validate ``cfg`` (ValueError naming the value and the choices) and derive every fact.
 
+        ``device``: the process's device; None resolves ``cfg.device`` for this process (LOCAL_RANK), after
+        the checks, so that a refused command answers before torch is imported.
+        """
         validate(cfg, world_size)
+        from sam.precision import resolve_precision
+        from trainer.cluster import resolve_device
+
+        if device is None:
+            device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
         config = OmegaConf.to_container(cfg, resolve=True)
         frozen = copy.deepcopy(cfg)  # interpolations kept (Hydra's records show them), never changed again
         OmegaConf.set_readonly(frozen, True)
         name = cfg.optimizer.name
-        sam_run = name != "sgd" and (cfg.rho > 0 or name in WITHOUT_RHO)
+        sam_run = name != "sgd" and (cfg.rho > 0 or without_rho(name))
         per_device = cfg.batch_size // world_size
         synced = cfg.optimizer.perturbation == "synced" and sam_run
         return cls(
@@ -363,7 +382,7 @@ class RunSpec:
             trainer=TrainerSettings(**{f.name: cfg.trainer[f.name] for f in fields(TrainerSettings)}),
             uses_sam=sam_run,
             optimizer=name if sam_run else "sgd",
-            rho=float(cfg.rho) if sam_run and name not in WITHOUT_RHO else 0.0,
+            rho=float(cfg.rho) if sam_run and not without_rho(name) else 0.0,
             per_device_batch=per_device,
             m=cfg.batch_size if synced else (cfg.m or per_device),  # synced: e(w) from the whole batch
             step_m=cfg.m,
