@@ -63,6 +63,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: sam/, models/, data/, trainer/
 
+import plugins  # noqa: F401  (variants added in plugins/ are benchmarked too)
 from sam import SAM, StepOptions, StepResult, resolve_precision, select_step
 from sam.variants import VARIANTS as EFFICIENT_VARIANTS
 from sam.variants import build_variant

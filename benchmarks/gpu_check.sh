@@ -21,7 +21,10 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument: $1 (use --device cuda|cpu)" >&2; exit 2 ;;
   esac
 done
-PY=${PYTHON:-python}
+# The README installs into .venv and never activates it: use that interpreter unless PYTHON= says otherwise.
+if [ -n "${PYTHON:-}" ]; then PY=$PYTHON
+elif [ -x .venv/bin/python ]; then PY=.venv/bin/python
+else PY=python3; fi
 OUT=${OUT:-runs/gpu_check/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 
