@@ -66,7 +66,7 @@ class DatasetConfig:
     autoaugment_cutout: bool = MISSING
     autoaugment_policy: str = MISSING
     autoaugment_crop_flip: bool = True  # false: the official aa-only (AutoAugment without crop + flip)
-    preprocessing: str = "official"  # ImageNet only (data/imagenet.py): official | torchvision
+    preprocessing: str = "official"  # official | torchvision: file pipeline; resize at image_size
     num_workers: int = MISSING
     # only the finetuning datasets (Table 3) set these
     classes: list[int] | None = None
