@@ -65,9 +65,13 @@ def test_one_file_per_b7_cell_with_app_c2_settings(cfgs):
         assert cfg.rho == (0.05 if sam else 0.0) and cfg.optimizer.name == ("sam" if sam else "sgd")
         header = (FINETUNE / f"{name}.yaml").read_text()
         assert f"{PAPER_ERROR[dataset][0 if sam else 1]}" in header.split("\n")[2], name
+        assert cfg.dataset.preprocessing == "official", name  # the SAM code's pipeline (and resize)
         if dataset == "imagenet":
             assert (cfg.epochs, cfg.lr, cfg.model.reset_head) == (10, 0.1, "auto")
+            # the official README's command: --gradient_clipping 1.0 --label_smoothing 0.1
+            assert (cfg.grad_clip, cfg.label_smoothing, cfg.augment) == (1.0, 0.1, "basic"), name
             continue
+        assert (cfg.grad_clip, cfg.label_smoothing) == (5.0, 0.0), name  # the code's flag defaults
         assert cfg.lr == 0.016 and cfg.augment == ("autoaugment" if dataset.startswith("cifar") else "none")
         steps = cfg.epochs * cfg.dataset.train_repeats * (TRAIN_SIZES[dataset] // 1024)
         assert abs(steps - 5000) <= 50, (name, steps)  # "5k steps"
