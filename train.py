@@ -90,7 +90,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def exit_code(err: BaseException) -> ExitCode | None:
-    """The exit code of an expected failure (README: exit codes); None for a bug."""
+    """The exit code of an expected failure (docs/operations.md, "Exit codes"); None for a bug."""
     from trainer.loop import NonFiniteLossError
 
     if isinstance(err, RunError):

@@ -9,7 +9,7 @@ that SAM's methods call, one line each, marked ``(frameworks.py)`` there. What i
 - **davda54/sam's users**: ``loss.backward(); optimizer.step(closure)`` (gradients already present at
   w), and its state dicts (no base-optimizer state, the saved w per parameter);
 - **refusals**: call patterns that would give silently wrong SAM or a foreign error are refused with a
-  message that says what to do instead (README, "Use it in your framework"): gradient accumulation in
+  message that says what to do instead (docs/frameworks.md): gradient accumulation in
   Lightning or Accelerate, and fp16 loss scaling around a closure (Lightning's automatic optimization,
   Accelerate's prepared optimizer).
 
@@ -164,7 +164,7 @@ NEEDS_CLOSURE = (
     "loss), or call first_step()/second_step() around your own two passes. A framework calling step() "
     "without a closure is fp16 loss scaling (Lightning precision='16-mixed', Accelerate "
     "mixed_precision='fp16'): use bf16 (precision='bf16-mixed' / mixed_precision='bf16'), or the manual "
-    "two-call recipe in the README section 'Use it in your framework', which supports fp16."
+    "two-call recipe in docs/frameworks.md, which supports fp16."
 )
 
 LIGHTNING_ACCUMULATION = (
@@ -186,14 +186,14 @@ ACCELERATE_FP16 = (
     "Accelerate's GradScaler wraps step() and cannot unscale gradients that SAM's closure computes "
     "inside it (on the first step it fails before SAM is called; later the closure's scaled gradients "
     "would reach the base optimizer). Use mixed_precision='bf16', or the manual two-call recipe in the "
-    "README section 'Use it in your framework', which supports fp16."
+    "docs/frameworks.md, which supports fp16."
 )
 
 LIGHTNING_FP16 = (
     "SAM(model=...) in a LightningModule with automatic optimization and precision='16-mixed' is "
     "refused at setup: Lightning's fp16 plugin runs the closure itself and then calls step() without "
     "it, so SAM could not take its second pass. Use precision='bf16-mixed', or manual optimization "
-    "with the manual two-call recipe in the README section 'Use it in your framework', which "
+    "with the manual two-call recipe in docs/frameworks.md, which "
     "supports fp16."
 )
 

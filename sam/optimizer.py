@@ -1,6 +1,6 @@
 """The SAM optimizer (Foret et al., ICLR 2021) and its adaptive variant ASAM (Kwon et al., ICML 2021).
 
-Algorithm 1 of the paper (README, "The optimizer"): ``first_step`` moves w to w + e(w) with
+Algorithm 1 of the paper (README, "The optimizer loop"): ``first_step`` moves w to w + e(w) with
 e(w) = rho g / ||g||_2, the norm over all parameters together; ``second_step`` puts w back exactly (a
 copy of the saved w, never w + e - e) and lets the base optimizer step with the gradient taken at
 w + e(w). ASAM (``adaptive=True``) scales the ball element-wise by T_w = |w| + eta:

@@ -80,7 +80,7 @@ class Precision:
 
 
 def resolve_precision(name: str, device: torch.device | str, init_scale: float = 2.0**16) -> Precision:
-    """``auto`` is bf16 on GPUs that support it and fp32 elsewhere (as DESIGN §4)."""
+    """``auto`` is bf16 on GPUs that support it and fp32 elsewhere (docs/design.md §4)."""
     device = torch.device(device)
     if name not in PRECISIONS:
         raise ValueError(f"precision={name!r} is not one of {', '.join(PRECISIONS)}")

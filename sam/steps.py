@@ -3,7 +3,7 @@
 Each returns a :class:`StepResult` of device tensors (no host sync): the loss measured at w, the norm
 of the gradient the base optimizer used (before clipping), and whether the step was skipped (fp16
 overflow). Pick one once with :func:`select_step`; pass objects, not configs. ``sam_step`` is Algorithm 1
-as sketched in the README ("The optimizer") plus what a real run needs: L2 decay, clipping, mixed
+as sketched in the README ("The optimizer loop") plus what a real run needs: L2 decay, clipping, mixed
 precision (``Precision`` owns fp16 loss scaling), DDP, and the same random draws in both passes.
 """
 

@@ -156,7 +156,7 @@ def flat(cfg: DictConfig) -> dict:
 
 
 def official_code_defaults(cfg: DictConfig) -> None:
-    """The settings every paper cell takes from the official code (DESIGN §4)."""
+    """The settings every paper cell takes from the official code (docs/design.md §4)."""
     assert cfg.optimizer.momentum == 0.9 and cfg.optimizer.nesterov is True
     assert cfg.optimizer.weight_decay_mode == "l2_loss" and cfg.optimizer.perturbation == "per_replica"
     assert cfg.schedule.name == "cosine" and cfg.schedule.warmup_epochs == 0

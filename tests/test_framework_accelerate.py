@@ -1,4 +1,4 @@
-"""SAM inside Hugging Face Accelerate (issue 12, items 7-9): the README's recipes through a real Accelerator
+"""SAM inside Hugging Face Accelerate (issue 12, items 7-9): docs/frameworks.md's recipes through a real Accelerator
 and its optimizer wrapper, compared with our two-call loop (tests/framework_reference.py) bit for bit."""
 
 from __future__ import annotations

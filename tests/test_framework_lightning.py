@@ -1,4 +1,4 @@
-"""SAM inside PyTorch Lightning (issue 12, items 1-6): the README's recipes driven by a real Trainer, compared
+"""SAM inside PyTorch Lightning (issue 12, items 1-6): docs/frameworks.md's recipes driven by a real Trainer, compared
 with our two-call loop (tests/framework_reference.py) bit for bit: weights and BatchNorm buffers."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 
 class AutomaticSAM(L.LightningModule):
-    """The README's automatic-optimization recipe."""
+    """docs/frameworks.md's automatic-optimization recipe."""
 
     def __init__(self, scheduler: bool = False) -> None:
         super().__init__()
@@ -54,7 +54,7 @@ class AutomaticSAM(L.LightningModule):
 
 
 class ManualSAM(AutomaticSAM):
-    """The README's manual-optimization recipe: our two calls, counted as Lightning steps."""
+    """docs/frameworks.md's manual-optimization recipe: our two calls, counted as Lightning steps."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""SAM from a timm optimizer name (issue 12, item 10): the README's recipe against the same optimizer
+"""SAM from a timm optimizer name (issue 12, item 10): docs/frameworks.md's recipe against the same optimizer
 spelled out by hand, bit for bit, and a short error for the optimizer instance timm's factory returns."""
 
 from __future__ import annotations

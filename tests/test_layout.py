@@ -38,7 +38,7 @@ ALLOWED = {
     "benchmarks": {"analysis", "sam", "models", "data", "trainer", "plugins"},
     "hydra_plugins": set(),
 }
-# Third-party packages the library layers must not need (DESIGN: torch-only sam; no Hydra below trainer).
+# Third-party packages the library layers must not need (docs/design.md §1: torch-only sam; no Hydra below trainer).
 FORBIDDEN_THIRD_PARTY = {
     "sam": {
         "hydra",

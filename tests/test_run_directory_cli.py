@@ -1,6 +1,6 @@
 """A run directory is never silently wrong (issue 10), end to end through the real ``python train.py``.
 
-Each case ends in a one-line message and an exit code a requeue script can act on (README: exit codes),
+Each case ends in a one-line message and an exit code a requeue script can act on (docs/operations.md, "Exit codes"),
 with nothing lost and nothing another run wrote overwritten:
 
 - two writers: the second is refused (exit 4) while the first runs, which then finishes cleanly;

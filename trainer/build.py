@@ -1,6 +1,6 @@
 """From a :class:`~trainer.spec.RunSpec` to the objects a run needs: data, model, optimizer, step, schedule.
 
-Weight decay goes where the spec says (DESIGN: ``l2_loss``, the official code, adds 0.5*wd*||w||^2 to the
+Weight decay goes where the spec says (docs/design.md §4: ``l2_loss``, the official code, adds 0.5*wd*||w||^2 to the
 loss for every parameter, so it enters e(w); ``decoupled`` hands it to SGD, without BatchNorm and biases).
 The schedule is the official code's: cosine decay to 0 stepped every iteration, after optional warmup.
 """

@@ -177,7 +177,7 @@ def close_match(word: str, choices: list[str], prefix: str = "") -> str:
     return f" (did you mean {prefix + found[0]!r}?)" if found else ""
 
 
-# Every number in the schema, with the values it may take (tests/test_config_ranges.py checks that no
+# Every number in the schema, with the values it may take (tests/test_spec.py checks that no
 # numeric key is missing here). (key, test, what is accepted); None passes only where it says "or null".
 SEED_LIMIT = 2**32  # numpy and torch generators take any seed below it
 RANGES = (
@@ -286,7 +286,7 @@ OPERATIONAL_KEYS = (
 # Keys added after runs were written, each with the value that computes what the code did before the key
 # existed. A checkpoint or results.json without the key matches a command that has this value (the
 # resume is recorded); any other value is a real change, refused unless trainer.allow_config_change.
-# Adding a key to the schema means adding it here too (tests/test_config_ranges.py checks the format).
+# Adding a key to the schema means adding it here too (tests/test_spec.py checks the format).
 LEGACY_DEFAULTS: dict[str, Any] = {
     "trainer.allow_config_change": False,
     "label_noise_protocol": "flip",  # issue 20: exactly p*N moved to another class
