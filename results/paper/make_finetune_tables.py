@@ -1,5 +1,5 @@
 """Write results/paper/table3_finetuning.yaml and table10_finetuning_rho.yaml, and one experiment file per
-Table 3 cell we can run (configs/experiment/finetune_*), from the checked transcription.
+Table 3 cell we can run (configs/experiment/finetune/*), from the checked transcription.
 
 Usage:
     python results/paper/make_finetune_tables.py [--src results/paper/transcription/tables.yaml]
