@@ -25,6 +25,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Any, get_type_hints
 
 from hydra.core.config_store import ConfigStore
@@ -50,7 +51,9 @@ def without_rho(name: str) -> bool:
 
 
 LOGGERS = ("none", "wandb")
-GROUPS = ("model", "dataset", "optimizer", "schedule", "logger", "experiment")
+# Config groups (``model=wrn``, ``+sweep=table1``): every folder of configs/ but Hydra's own.
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+GROUPS = tuple(sorted(p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name != "hydra"))
 
 
 # Field order is the order of the composed config (and so of config.yaml and results.json's "config").

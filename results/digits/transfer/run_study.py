@@ -1,8 +1,11 @@
 """The CPU-scale transfer study of results/digits/transfer/README.md, in one command.
 
 Usage:
-    python results/digits/transfer/run_study.py [--runs runs/transfer_study] [--out results/digits/transfer]
+    python results/digits/transfer/run_study.py [--runs runs/transfer_study] [--out DIR | --write-results]
                                                 [--seeds 5] [--phase all|grid|pretrain|finetune|evaluate|summarise]
+
+The report goes to RUNS/report unless --out says otherwise; --write-results writes the committed study in
+results/digits/transfer/. Each command prints a line when it starts and ends (its output: RUNS/study.log).
 
 Everything goes through the real CLIs (train.py multiruns, scripts/evaluate.py), on scikit-learn's digits:
 
@@ -88,10 +91,10 @@ def train(overrides: list[str], sweep_dir: Path, subdir: str, log: Path) -> None
     )
 
 
-def chosen_rho(runs: Path) -> str:
+def chosen_rho(runs: Path, grid: tuple[str, ...] = GRID) -> str:
     """The grid's rho with the lowest validation error, mean over the grid seeds (ties: the smaller rho)."""
     means = {}
-    for rho in GRID:
+    for rho in grid:
         errors = []
         for seed in GRID_SEEDS:
             path = runs / "grid" / f"rho{rho}_s{seed}" / "results.json"
@@ -108,8 +111,16 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=Path, default=Path("runs/transfer_study"))
-    parser.add_argument("--out", type=Path, default=Path("results/digits/transfer"))
+    parser.add_argument("--out", type=Path, help="tables and figures (default: RUNS/report)")
+    parser.add_argument(
+        "--write-results",
+        action="store_true",
+        help="write into results/digits/transfer/ (the committed study)",
+    )
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument(
+        "--smoke", action="store_true", help="every phase at a tiny size (1 epoch, 2 batches, rho 0.05 only)"
+    )
     phases = ("all", "grid", "pretrain", "finetune", "evaluate", "summarise")
     parser.add_argument("--phase", choices=phases, default="all")
     args = parser.parse_args(argv)
@@ -117,13 +128,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seeds must be >= 2 (a confidence interval needs two)")
     runs = args.runs.resolve()
     runs.mkdir(parents=True, exist_ok=True)
+    if args.write_results:
+        args.out = REPO / "results" / "digits" / "transfer"
+        print(f"writing the tables and figures into {args.out} (--write-results)", flush=True)
+    args.out = args.out or runs / "report"
     log = runs / "study.log"
     seeds = ",".join(str(s) for s in range(args.seeds))
+    grid_rhos = ("0.05",) if args.smoke else GRID
+    if args.smoke:  # the same commands, cut to a few steps each
+        PRETRAIN.extend(["epochs=1", "trainer.limit_train_batches=2"])
+        FINETUNE.extend(["epochs=1", "trainer.limit_train_batches=2"])
     run = lambda phase: args.phase in ("all", phase)  # noqa: E731
     started = time.monotonic()
 
     if run("grid"):
-        grid = ",".join(("0.0", *GRID))
+        grid = ",".join(("0.0", *grid_rhos))
         seeds_grid = ",".join(map(str, GRID_SEEDS))
         train(
             [*PRETRAIN, "dataset.val_fraction=0.2", f"rho={grid}", f"seed={seeds_grid}"],
@@ -131,24 +150,19 @@ def main(argv: list[str] | None = None) -> int:
             "rho${rho}_s${seed}",
             log,
         )
-    rho = chosen_rho(runs)
+    rho = chosen_rho(runs, grid_rhos)
     print(f"SAM rho chosen on the validation split: {rho}", flush=True)
     if run("pretrain"):
         train([*PRETRAIN, f"rho=0.0,{rho}", f"seed={seeds}"], runs / "pretrain", "rho${rho}_s${seed}", log)
     if run("finetune"):
-        pretrained = str(runs / "pretrain" / "rho${pre_rho}_s${seed}")
-        train(
-            [
-                *FINETUNE,
-                f"+pre_rho=0.0,{rho}",
-                f"model.pretrained={pretrained}",
-                f"rho=0.0,{rho}",
-                f"seed={seeds}",
-            ],
-            runs / "finetune",
-            "pre${pre_rho}_rho${rho}_s${seed}",
-            log,
-        )
+        for pre_rho in ("0.0", rho):  # one multirun per pretrained family: the path names its rho
+            pretrained = str(runs / "pretrain" / f"rho{pre_rho}_s${{seed}}")
+            train(
+                [*FINETUNE, f"model.pretrained={pretrained}", f"rho=0.0,{rho}", f"seed={seeds}"],
+                runs / "finetune",
+                f"pre{pre_rho}_rho${{rho}}_s${{seed}}",
+                log,
+            )
     if run("evaluate"):
         py = sys.executable
         pre = sorted(str(p) for p in (runs / "pretrain").glob("rho*_s*") if (p / "results.json").exists())
