@@ -176,6 +176,7 @@ def plot_curves(setting: tuple, cells: list[tuple[dict, list[dict]]], out: Path,
     ax_err.set_ylabel("test error (%)")
     for ax in (ax_loss, ax_err):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # whole epochs, from 1
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"Training curves (mean over seeds, band = min..max): {setting_title(setting)}", fontsize=10)

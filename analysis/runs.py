@@ -1,9 +1,16 @@
 """Read run directories (results.json, metrics.jsonl) and group their seeds into cells.
 
 A run directory is what train.py writes (``trainer/run.py``). A *cell* is one experimental condition:
-(model, dataset, augment, epochs, optimizer, rho, m, label_noise); its runs differ only in seed. m is the
-m of every optimizer (examples per BatchNorm batch and per e(w)): SGD baselines run in chunks of m too,
-so SGD runs with different m are different cells.
+(model, dataset, augment, epochs, optimizer, rho, m, label_noise). m is the m of every optimizer (examples
+per BatchNorm batch and per e(w)): SGD baselines run in chunks of m too, so SGD runs with different m are
+different cells.
+
+A cell names a condition, not a computation: runs with another lr, batch size, or a one-batch smoke run
+share its key. :func:`group_identical` (what compare.py pools) splits a cell into runs whose every recorded
+setting except the seed is equal (:func:`run_settings`: the resolved ``config`` of results.json, flattened,
+without the seed and the operational keys that do not change what is computed), says which settings set
+each group apart from the others of its cell, and counts a run directory copied under another name
+(same seed, same settings) once. :func:`group_runs` is the plain per-cell grouping of the other readers.
 
 Which optimizer ran, with which rho and m, was decided once by the trainer (``trainer/spec.py``,
 ``RunSpec``) and recorded in results.json's ``spec`` block: :func:`recorded_facts` reads that block and
@@ -28,6 +35,39 @@ SPEC_KEYS = ("uses_sam", "optimizer", "rho", "m")  # of the spec block (RunSpec.
 CELL_KEYS = ("model", "dataset", "augment", "epochs", "optimizer", "rho", "m", "label_noise")
 
 Warn = Callable[[str], None]
+
+# Copies of trainer/spec.py's OPERATIONAL_KEYS and LEGACY_DEFAULTS (tests/test_compare_pooling.py checks
+# they are equal): importing trainer.spec loads Hydra, a second of start-up for every reader.
+# Keys that change how a run is executed or logged, not what it computes.
+OPERATIONAL_KEYS = (
+    "logger",
+    "device",
+    "compile",
+    "dataset.root",
+    "dataset.num_workers",
+    "dataset.download",
+    "trainer.log_every_n_steps",
+    "trainer.progress_every_s",
+    "trainer.checkpoint_interval_min",
+    "trainer.save_final_model",
+    "trainer.eval_batch_size",
+    "trainer.max_nonfinite_steps",
+    "trainer.allow_data_change",
+    "trainer.allow_config_change",
+)
+# Keys added after runs were written, with the value that computes what the code did before they existed.
+LEGACY_DEFAULTS = {
+    "trainer.allow_config_change": False,
+    "label_noise_protocol": "flip",
+    "dataset.cutout_mode": "per_image",
+    "dataset.autoaugment_crop_flip": True,
+}
+NOT_SETTINGS = ("seed", *OPERATIONAL_KEYS)  # what may differ between the seeds of one computation
+# Settings a run without SAM (the SGD baseline, SAM at rho 0) does not use: `optimizer=sam rho=0` and
+# `optimizer=sgd` compute the same thing.
+SAM_ONLY = ("rho", "optimizer.adaptive", "optimizer.eta", "optimizer.perturbation", "optimizer.variant")
+SMOKE_KEYS = ("trainer.limit_train_batches", "trainer.limit_val_batches")
+ABSENT = "<absent>"
 
 
 def warn_stderr(message: str) -> None:
@@ -74,9 +114,59 @@ class FailedRun(ValueError):
         self.run = {**run, "reason": reason}
 
 
+def _under(key: str, prefixes: Iterable[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def flatten_config(tree, prefix: str = "") -> dict:
+    """A nested config as ``{"a.b.c": value}`` (trainer/rundir.py's rule)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict = {}
+    for k, v in tree.items():
+        out.update(flatten_config(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def settings_of(config: dict, optimizer: str, uses_sam: bool) -> dict:
+    """What a resolved config computes, as ``{"dotted.key": value}``: every key but the seed and the
+    operational ones, keys added since the run at their legacy value, ``optimizer.name`` the optimizer
+    that ran (``sgd`` for SAM at rho 0) and, without SAM, none of the SAM-only keys."""
+    flat = flatten_config(config)
+    for key, value in LEGACY_DEFAULTS.items():
+        flat.setdefault(key, value)
+    flat = {k: v for k, v in flat.items() if not _under(k, NOT_SETTINGS)}
+    flat["optimizer.name"] = optimizer
+    if not uses_sam:
+        flat = {k: v for k, v in flat.items() if not _under(k, SAM_ONLY)}
+    return flat
+
+
+def run_settings(raw: dict, facts: dict, path: Path) -> dict | None:
+    """The settings of one results.json (:func:`settings_of` on its ``config``, plus the precision the
+    trainer resolved, ``spec.precision``: ``precision=auto`` is bf16 on a GPU and fp32 on a CPU); None
+    when it recorded no config (older code)."""
+    config = raw.get("config")
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: config must be a JSON object, got {type(config).__name__}")
+    settings = settings_of(config, facts["optimizer"], facts["uses_sam"])
+    spec = raw.get("spec")
+    if isinstance(spec, dict) and spec.get("precision") is not None:
+        settings["spec.precision"] = spec["precision"]
+    return settings
+
+
+def is_smoke(settings: dict | None) -> bool:
+    """A run with limited batches (trainer.limit_train_batches / limit_val_batches set)."""
+    return settings is not None and any(settings.get(k) is not None for k in SMOKE_KEYS)
+
+
 def load_run(path: Path) -> dict:
     """One results.json as a flat dict of cell fields; ValueError naming the file if unusable.
 
+    ``settings`` holds what it computed (:func:`run_settings`; None without a recorded config).
     Raises :class:`FailedRun` for a run that failed: it must never enter a mean.
     """
     path = Path(path)
@@ -106,6 +196,7 @@ def load_run(path: Path) -> dict:
         "wall_time_s": raw.get("wall_time_s"),
         "path": path,
         "run_dir": path.parent,
+        "settings": run_settings(raw, facts, path),
     }
     if raw.get("test_error_top5") is not None:
         run["test_error_top5"] = _number(raw["test_error_top5"], "test_error_top5", path)
@@ -197,6 +288,90 @@ def group_runs(runs: Iterable[dict], warn: Warn = warn_stderr) -> dict[tuple, li
     return {k: groups[k] for k in sorted(groups, key=_sortable)}
 
 
+def freeze(settings: dict | None, drop: Iterable[str] = ()) -> str | None:
+    """A hashable, order-free form of settings (without ``drop``), for grouping."""
+    if settings is None:
+        return None
+    drop = tuple(drop)
+    kept = {k: v for k, v in settings.items() if not _under(k, drop)}
+    return json.dumps(kept, sort_keys=True, default=str)
+
+
+def format_value(value) -> str:
+    """A setting as a command-line override writes it: ``null``, ``true``, ``0.001``, ``cosine``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    return json.dumps(value)
+
+
+def setting_differences(have: dict, want: dict, free: Iterable[str] = ()) -> list[tuple[str, object, object]]:
+    """``(key, have's value, want's value)`` for every key whose values differ (absent: ``ABSENT``)."""
+    free = tuple(free)
+    keys = sorted(k for k in have.keys() | want.keys() if not _under(k, free))
+    return [
+        (k, have.get(k, ABSENT), want.get(k, ABSENT))
+        for k in keys
+        if have.get(k, ABSENT) != want.get(k, ABSENT)
+    ]
+
+
+LEGACY_NOTE = "no config recorded: pooled by the cell keys only"
+
+
+def group_identical(runs: Iterable[dict]) -> list[dict]:
+    """Runs pooled only where they computed the same thing: one group per (cell, settings).
+
+    Each group: ``cell`` (the CELL_KEYS tuple), ``settings`` (None for results.json files without a
+    config: those pool by the cell keys only), ``runs`` (one per seed), ``duplicates`` (further runs with
+    a seed already in the group: a copied run directory counts once; each with ``duplicate_of``), and
+    ``differs``: the settings that set it apart from the other groups of its cell as ``key=value`` strings
+    (empty when the cell has one group; :data:`LEGACY_NOTE` for a group without a config). Groups come
+    sorted by cell, then by ``differs``; runs within a group by path.
+    """
+    by_key: dict[tuple, list[dict]] = {}
+    for run in sorted(runs, key=lambda r: str(r["path"])):
+        by_key.setdefault((cell_key(run), freeze(run.get("settings"))), []).append(run)
+    groups = []
+    for (cell, _), members in by_key.items():
+        first: dict[str, dict] = {}
+        unique, duplicates = [], []
+        for run in members:
+            seed = json.dumps(run["seed"], default=str)
+            if seed in first:
+                duplicates.append({**run, "duplicate_of": first[seed]["path"]})
+            else:
+                first[seed] = run
+                unique.append(run)
+        groups.append(
+            {"cell": cell, "settings": members[0].get("settings"), "runs": unique, "duplicates": duplicates}
+        )
+    by_cell: dict[tuple, list[dict]] = {}
+    for group in groups:
+        by_cell.setdefault(group["cell"], []).append(group)
+    for siblings in by_cell.values():
+        known = [g["settings"] for g in siblings if g["settings"] is not None]
+        keys = sorted(
+            {
+                k
+                for s in known
+                for k in s
+                if len({json.dumps(t.get(k, ABSENT), default=str) for t in known}) > 1
+            }
+        )
+        for group in siblings:
+            if group["settings"] is None:
+                group["differs"] = [LEGACY_NOTE]
+            else:
+                group["differs"] = [f"{k}={format_value(group['settings'].get(k, ABSENT))}" for k in keys]
+    return sorted(groups, key=lambda g: (_sortable(g["cell"]), g["differs"]))
+
+
 def read_metrics(path: Path, warn: Warn = warn_stderr) -> list[dict]:
     """Per-epoch records of a metrics.jsonl, sorted by epoch; for a repeated epoch (resume) the last wins.
 
@@ -222,6 +397,8 @@ def read_metrics(path: Path, warn: Warn = warn_stderr) -> list[dict]:
             warn(f"{path}:{lineno}: skipping line without an integer 'epoch'")
             continue
         by_epoch[epoch] = record
+    if 0 in by_epoch:  # written before epochs were counted from 1 everywhere: renumber (one counting)
+        by_epoch = {e + 1: {**r, "epoch": e + 1} for e, r in by_epoch.items()}
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 

@@ -123,7 +123,7 @@ def test_same_seed_gives_identical_numbers_and_another_seed_does_not(runs):
     assert not same_tensors(final_weights(runs["seed0"]), final_weights(runs["seed1"]))
     # every epoch is logged with its count of skipped (fp16-overflow) steps; none in fp32
     records = metrics_records(runs["seed0"])
-    assert [r["epoch"] for r in records] == [0, 1] and all(r["skipped_steps"] == 0 for r in records)
+    assert [r["epoch"] for r in records] == [1, 2] and all(r["skipped_steps"] == 0 for r in records)
     assert ckpt_files(runs["seed0"]) == {"last.pt", "prev.pt"}  # the last two, nothing else
     last, prev = (load_ckpt(runs["seed0"] / "checkpoints" / n) for n in ("last.pt", "prev.pt"))
     assert (last["epoch"], last["finished"], prev["epoch"], prev["finished"]) == (2, True, 1, False)
@@ -159,7 +159,7 @@ def test_sigkill_mid_epoch_and_inside_checkpoint_writes_then_resume_matches_unin
     assert run.returncode == KILLED, run.output
     assert "resumed from" in run.output and "last.pt.tmp" in ckpt_files(run_dir)
     assert load_ckpt(ckpt / "last.pt")["global_step"] == 3
-    assert [r["epoch"] for r in metrics_records(run_dir)] == [0]
+    assert [r["epoch"] for r in metrics_records(run_dir)] == [1]
 
     # 3. Between the two renames of the 2nd write: last.pt is gone, prev.pt is the newest durable one.
     run = run_train(args, run_dir, fault="ckpt_rotated:2")

@@ -89,7 +89,7 @@ def test_one_writer_per_run_directory_and_a_finished_run_is_never_rewritten(tmp_
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, out + err
     epochs = [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == [0, 1]
+    assert epochs == [1, 2]
 
     finished = tree(run_dir)
     same, other = run_forked(

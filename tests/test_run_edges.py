@@ -93,3 +93,19 @@ def test_resuming_with_another_thread_count_is_recorded_and_warned(tmp_path):
     history = json.loads((tmp_path / "run" / "results.json").read_text())["git_commits"]
     assert [h["threads"] for h in history] == [1, 2]
     assert results_numbers(tmp_path / "run")["test_error"] is not None
+
+
+def test_epochs_count_from_one_and_older_files_are_renumbered(tmp_path):
+    """metrics.jsonl numbers the epoch just completed from 1, as the log and the plots; a file written by
+    an older version (from 0) is renumbered when a run resumes on it and when it is read."""
+    from analysis.runs import read_metrics
+    from trainer.tracking import MetricsFile
+
+    old = tmp_path / "metrics.jsonl"
+    old.write_text("".join(json.dumps({"epoch": e, "test_error": 10.0 - e}) + "\n" for e in range(3)))
+    assert [r["epoch"] for r in read_metrics(old, warn=print)] == [1, 2, 3]
+    MetricsFile(old).truncate_after(2)  # a resume after 2 completed epochs
+    assert [json.loads(line) for line in old.read_text().splitlines()] == [
+        {"epoch": 1, "test_error": 10.0},
+        {"epoch": 2, "test_error": 9.0},
+    ]

@@ -124,7 +124,7 @@ def test_one_epoch_on_fake_cifar_writes_complete_results(tmp_path, cifar_root, d
     assert 0.0 <= results["test_error_top5"] <= results["test_error"] <= 100.0
     assert results["config"]["dataset"]["root"] == str(cifar_root)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 1 and json.loads(lines[0])["epoch"] == 0
+    assert len(lines) == 1 and json.loads(lines[0])["epoch"] == 1
     assert (tmp_path / "checkpoints" / "last.pt").exists() and (tmp_path / "config.yaml").exists()
 
 

@@ -128,7 +128,7 @@ def epoch_record(
     loss_sum, correct, skipped = all_reduce_sum(packed).tolist()
     examples = totals.examples * (dist.get_world_size() if dist.is_initialized() else 1)
     record = {
-        "epoch": epoch,
+        "epoch": epoch,  # 1-based, the epoch just completed: as the log's "epoch 3/200", W&B and the plots
         "train_loss": loss_sum / max(examples, 1),
         "train_error": 100.0 * (1 - correct / max(examples, 1)),
         "skipped_steps": int(skipped),
@@ -369,7 +369,7 @@ class Run:
 
     def end_epoch(self) -> None:
         spec, p = self.spec, self.progress
-        record = epoch_record(spec, self.objs, self.totals, p.epoch, seconds=self.totals.seconds)
+        record = epoch_record(spec, self.objs, self.totals, p.epoch + 1, seconds=self.totals.seconds)
         self.totals = self.totals.next_epoch().to(self.ctx.device)
         p.epoch, p.batch = p.epoch + 1, 0
         if self.ctx.is_main:

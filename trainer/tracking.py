@@ -207,16 +207,25 @@ class MetricsFile:
         self.path = Path(path)
 
     def truncate_after(self, completed_epochs: int) -> None:
-        """Keep the records of epochs < ``completed_epochs``; rewritten atomically (a kill keeps the old file)."""
+        """Keep the records of epochs 1..``completed_epochs``; rewritten atomically (a kill keeps the old file).
+
+        Records are numbered from 1 (the epoch just completed); a file an older version wrote numbers them
+        from 0 and is renumbered here, so a run resumed across the change counts one way.
+        """
         if not self.path.exists():
             return
-        keep = []
+        records = []
         for line in self.path.read_text().splitlines():
             try:
-                if json.loads(line)["epoch"] < completed_epochs:
-                    keep.append(line)
+                record = json.loads(line)
+                records.append((int(record["epoch"]), record, line))
             except (ValueError, KeyError, TypeError):
                 continue  # a half-written last line from a kill
+        shift = 1 if records and records[0][0] == 0 else 0
+        keep = []
+        for epoch, record, line in records:
+            if epoch + shift <= completed_epochs:
+                keep.append(json.dumps({**record, "epoch": epoch + shift}) if shift else line)
         atomic_write_text(self.path, "".join(k + "\n" for k in keep))
 
     def append(self, record: dict[str, Any]) -> None:
