@@ -76,7 +76,7 @@ def test_table3_path_timm_checkpoint_offline_on_flowers_files(tmp_path):
     """The Table 3 recipe end to end at toy size: a timm name + local checkpoint, Flowers-102 on-disk files,
     frozen BatchNorm statistics, steps as epochs x train_repeats."""
     import timm
-    from test_finetune_data import write_flowers
+    from fake_data import write_flowers
 
     write_flowers(tmp_path / "data")
     torch.manual_seed(0)
