@@ -13,7 +13,9 @@ the dataset root when present, else generated; analysis/evaluation/corruptions.p
 faithful).
 scripts/compare.py reads the evaluation.json files into a "beyond test error" table (SAM vs SGD).
 
-Exit codes: 0 done; 2 bad input (a run directory without final_model.pt, an unknown dataset, ...).
+Exit codes: 0 done; 2 bad input, in one line naming the file (a run directory without final_model.pt, a
+truncated or damaged final_model.pt, weights that do not fit the recorded model, a results.json without a
+test error, an unknown or missing dataset, a run directory that cannot be written, ...).
 """
 
 from __future__ import annotations
@@ -60,10 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     for run_dir in args.run_dirs:
         try:
             result = evaluate_run(run_dir, options)
-        except (ValueError, FileNotFoundError, KeyError) as err:
+            path = write_evaluation(run_dir, result)
+        except KeyError as err:
+            print(f"error: {run_dir}: missing key {err}", file=sys.stderr)
+            return 2
+        except (ValueError, OSError) as err:  # OSError: FileNotFoundError, PermissionError, a full disk, ...
             print(f"error: {run_dir}: {err}", file=sys.stderr)
             return 2
-        path = write_evaluation(run_dir, result)
         summary = {
             k: result.get(k)
             for k in ("test_error_pct", "ece_pct", "nll", "probe_error_pct", "corruption_error_pct")

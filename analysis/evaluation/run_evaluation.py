@@ -56,25 +56,86 @@ def _batches(
         yield x, torch.from_numpy(np.asarray(labels[lo : lo + batch_size], dtype=np.int64))
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
 def load_run(run_dir: Path) -> tuple[dict, dict]:
-    """(the final state dict, the run's resolved config) from train.py's final_model.pt."""
+    """(the final state dict, the run's resolved config) from train.py's final_model.pt.
+
+    ValueError naming the file when it cannot be used: truncated or empty (a copy cut short), not a torch
+    file, or not train.py's ``{'model': state_dict, 'config': {...}}`` with the model and dataset named.
+    """
     path = Path(run_dir) / "final_model.pt"
     if not path.is_file():
         raise FileNotFoundError(
             f"{run_dir}: no final_model.pt (unfinished run, or trainer.save_final_model=false)"
         )
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(saved, dict) or "model" not in saved or "config" not in saved:
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises OSError, EOFError, RuntimeError, UnpicklingError, KeyError, ...
+        raise ValueError(
+            f"{path}: cannot be read ({_first_line(err)}): the file is truncated or damaged, or not the "
+            "final_model.pt train.py writes"
+        ) from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict) or "config" not in saved:
         raise ValueError(f"{path}: expected train.py's {{'model': state_dict, 'config': ...}}")
-    return saved["model"], saved["config"]
+    cfg = saved["config"]
+    for group in ("model", "dataset"):
+        if not isinstance(cfg, dict) or not isinstance(cfg.get(group), dict) or "name" not in cfg[group]:
+            raise ValueError(
+                f"{path}: its config names no {group} ({group}.name): not train.py's final_model.pt"
+            )
+    return saved["model"], cfg
 
 
 def build_model(state: dict, cfg: dict, num_classes: int, in_chans: int) -> torch.nn.Module:
-    """The run's architecture with its final weights, in eval mode."""
+    """The run's architecture with its final weights, in eval mode (ValueError if they do not fit)."""
     kwargs, _ = split_finetune_options(cfg["model"])
     model = create_model(cfg["model"]["name"], num_classes, in_chans=in_chans, **kwargs)
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in want]
+    reshaped = [
+        k for k in want if k in state and getattr(state[k], "shape", None) != getattr(want[k], "shape", None)
+    ]
+    if missing or unexpected or reshaped:  # the weights of another architecture or class count
+        found = [
+            f"{len(keys)} {what} (first: {keys[0]})"
+            for keys, what in (
+                (missing, "missing"),
+                (unexpected, "unexpected"),
+                (reshaped, "of another shape"),
+            )
+            if keys
+        ]
+        raise ValueError(
+            f"final_model.pt's weights do not fit {cfg['model']['name']} with {num_classes} classes "
+            f"and {in_chans} input channels: tensors {', '.join(found)}"
+        )
     model.load_state_dict(state)
     return model.eval()
+
+
+def recorded_test_error(results_path: Path) -> tuple[float, dict]:
+    """(results.json's test error, the number the reloaded model must reproduce; results.json), or ValueError
+    naming the file."""
+    try:
+        results = json.loads(results_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{results_path}: cannot be read ({_first_line(err)})") from None
+    if not isinstance(results, dict):
+        raise ValueError(
+            f"{results_path}: holds a JSON {type(results).__name__}, not train.py's results object"
+        )
+    value = results.get("test_error")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(
+            f"{results_path}: test_error is {value!r}, not a number (an unfinished or failed run, or not "
+            "train.py's results.json): nothing to check the reloaded model against"
+        )
+    return float(value), results
 
 
 def _head(model: torch.nn.Module) -> torch.nn.Module:
@@ -84,6 +145,11 @@ def _head(model: torch.nn.Module) -> torch.nn.Module:
 def evaluate_run(run_dir: Path, options: EvalOptions = EvalOptions()) -> dict:
     run_dir = Path(run_dir)
     state, cfg = load_run(run_dir)
+    # results.json's test error, read before any work: a damaged one is refused at once
+    results_path = run_dir / "results.json"
+    recorded = None
+    if results_path.is_file() and (cfg.get("trainer") or {}).get("limit_val_batches") is None:
+        recorded, results = recorded_test_error(results_path)
     ds = cfg["dataset"]
     root = options.data_root or ds["root"]
     size = ds.get("image_size")
@@ -100,10 +166,7 @@ def evaluate_run(run_dir: Path, options: EvalOptions = EvalOptions()) -> dict:
     )
     test_error = 100.0 * float((logits.argmax(1) != labels).double().mean())
     out["test_error_pct"] = test_error
-    results_path = run_dir / "results.json"
-    if results_path.is_file() and cfg.get("trainer", {}).get("limit_val_batches") is None:
-        results = json.loads(results_path.read_text())
-        recorded = results["test_error"]
+    if recorded is not None:
         differs = abs(recorded - test_error) > 1e-6 + 100.0 / len(labels) * 0.5  # more than half an image
         out["results_json_test_error_pct"] = recorded
         if differs and results.get("precision", "fp32") == "fp32":
