@@ -31,6 +31,8 @@ from typing import Any, get_type_hints
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from trainer.sweepdir import job_dir_name
+
 SCHEDULES = ("cosine", "constant")  # trainer/build.py: warmup_then
 
 
@@ -138,6 +140,8 @@ class TrainConfig:
 
 
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+# configs/train.yaml's hydra.sweep.subdir: "0_rho=0.01,seed=0", the swept keys only (trainer/sweepdir.py)
+OmegaConf.register_new_resolver("sweep_job_dir", job_dir_name, replace=True)
 
 
 def unknown_key_message(overrides: list[str]) -> str | None:
@@ -219,6 +223,11 @@ DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 def validate(cfg: DictConfig, world_size: int) -> None:
     """Ranges and choices of a composed config, before anything is built: ValueError naming value and choices."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ValueError(
+            f"{', '.join(missing)} must be given (the config leaves it open: ???), e.g. {missing[0]}=VALUE"
+        )
     for key, ok, accepted in RANGES:
         value = OmegaConf.select(cfg, key)
         if value is None and "or null" in accepted:
