@@ -60,7 +60,14 @@ def image_batches(n: int, size: int = 16, seed: int = 1):
     ]
 
 
-def make(name, model, *, options=None, total_steps=12, rho=RHO, lr=LR, **kw):
+# SAF's epochs in the shared-promise tests: one step each (its loss on from step 1 with past_epochs 1), and
+# the same 16 examples in every batch (its outputs of the step before are the targets).
+STEPS_PER_EPOCH = {"saf": 1}
+
+
+def make(name, model, *, options=None, total_steps=12, rho=RHO, lr=LR, steps_per_epoch=None, **kw):
+    if name == "saf":
+        kw.setdefault("example_indices", lambda: torch.arange(16))
     return build_variant(
         name,
         model.parameters(),
@@ -68,7 +75,7 @@ def make(name, model, *, options=None, total_steps=12, rho=RHO, lr=LR, **kw):
         rho=rho,
         options=options,
         total_steps=total_steps,
-        steps_per_epoch=4,
+        steps_per_epoch=steps_per_epoch or STEPS_PER_EPOCH.get(name, 4),
         seed=0,
         lr=lr,
         momentum=0.9,
@@ -106,7 +113,7 @@ def test_looksam_matches_its_algorithm(grad_clip):
 
 def test_gsam_matches_its_algorithm_with_rho_following_the_learning_rate():
     model, ref_model = mlp(), mlp()
-    opt = make("gsam", model, options={"alpha": 0.3, "rho_min": 0.02})
+    opt = make("gsam", model, options={"alpha": 0.3, "rho_min": 0.02, "rho_min_ratio": None})
     step = select_step(opt, None, 16)
     w, buf = weights(model), {}
     for t, (x, y) in enumerate(batches(5)):
@@ -239,6 +246,134 @@ def test_mesa_matches_the_trajectory_loss_with_an_ema_teacher():
         torch.testing.assert_close(opt.ema[n], v, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize(("nesterov", "m"), [(False, None), (True, None), (True, 4)])
+def test_msam_perturbs_along_the_momentum_buffer(nesterov, m):
+    """Becker et al. 2024: g_t = grad L(w_t - rho v_t/||v_t||); v_{t+1} = mu v_t + g_t; heavy-ball w_{t+1} =
+    w_t - lr v_{t+1} (the paper's and the authors' code), or Nesterov w_{t+1} = w_t - lr (g_t + mu v_{t+1})."""
+    model, ref_model = mlp(), mlp()
+    rho = 0.3
+    opt = build_variant(
+        "msam", model.parameters(), model=model, rho=rho, lr=LR, momentum=0.9, nesterov=nesterov
+    )
+    step = select_step(opt, m, 16)
+    w, v = weights(model), None
+    for x, y in batches(5):
+        step(model, opt, x, y, opts())
+        g = ref.msam(ref_model, w, x, y, v=v, rho=rho, l2=L2)
+        v = {n: g[n].clone() if v is None else 0.9 * v[n] + g[n] for n in w}
+        w = {n: w[n] - LR * ((g[n] + 0.9 * v[n]) if nesterov else v[n]) for n in w}
+        assert_weights(model, w)
+    with pytest.raises(ValueError, match="no adaptive"):
+        build_variant("msam", mlp().parameters(), model=model, rho=rho, adaptive=True, lr=LR, momentum=0.9)
+    with pytest.raises(ValueError, match="has none"):
+        build_variant("msam", mlp().parameters(), model=model, rho=rho, lr=LR, momentum=0.0)
+
+
+@pytest.mark.parametrize("m", [None, 4])
+def test_saf_matches_the_trajectory_loss_against_outputs_of_past_epochs(m):
+    """16 examples, batches of 8 (2 steps per epoch), a new order every epoch, E = 2: from epoch 2 on the
+    loss of example i compares with its own logits recorded in epoch e - 2 (the training forward's)."""
+    model, ref_model = mlp(), mlp()
+    lam, tau, past_epochs, epochs = 0.5, 2.0, 2, 5
+    g = torch.Generator().manual_seed(3)
+    pool_x = torch.randn(16, 6, generator=g, dtype=torch.float64)
+    pool_y = torch.randint(0, 4, (16,), generator=g)
+    current = {}
+    opt = build_variant(
+        "saf", model.parameters(), model=model, rho=RHO, lr=LR, momentum=0.9, nesterov=True,
+        options={"kl_weight": lam, "temperature": tau, "past_epochs": past_epochs, "start_epoch": 2},
+        total_steps=2 * epochs, steps_per_epoch=2, example_indices=lambda: current["idx"],
+    )  # fmt: skip
+    step = select_step(opt, m, 8)
+    w, buf, recorded = weights(model), {}, {}
+    for e in range(epochs):
+        order = torch.randperm(16, generator=g)
+        for b in range(2):
+            idx = order[8 * b : 8 * b + 8]
+            current["idx"] = idx
+            x, y = pool_x[idx], pool_y[idx]
+            result = step(model, opt, x, y, opts())
+            past = torch.stack([recorded[(e - past_epochs, int(i))] for i in idx]) if e >= 2 else None
+            d, logits = ref.saf(ref_model, w, x, y, past=past, kl_weight=lam, temperature=tau, l2=L2)
+            torch.testing.assert_close(result.loss, CE(logits, y), rtol=1e-9, atol=1e-12)  # the CE part
+            for i, z in zip(idx, logits):
+                recorded[(e, int(i))] = z
+            w, buf = nesterov_sgd(w, buf, d, lr=LR)
+            assert_weights(model, w)
+    assert opt.outputs.shape == (past_epochs + 1, 16, 4)
+
+
+def test_saf_is_refused_without_example_indices():
+    with pytest.raises(ValueError, match="optimizer=saf needs the training-set index of every example"):
+        build_variant(
+            "saf", mlp().parameters(), model=mlp(), rho=RHO, steps_per_epoch=4, total_steps=40, lr=LR
+        )
+
+
+def test_esam_with_chunks_runs_its_step_per_chunk():
+    model, ref_model = mlp(), mlp()
+    beta, gamma = 0.5, 0.5
+    opt = make("esam", model, options={"beta": beta, "gamma": gamma})
+    step = select_step(opt, 8, 16)
+    names = [n for n, _ in model.named_parameters()]
+    w, buf = weights(model), {}
+    for t, (x, y) in enumerate(batches(3)):
+        chosen = [n for n, c in zip(names, opt.chosen_tensors(t)) if c]
+        step(model, opt, x, y, opts())
+        d = ref.esam_chunked(ref_model, w, x, y, m=8, rho=RHO, beta=beta, gamma=gamma, l2=L2, chosen=chosen)
+        w, buf = nesterov_sgd(w, buf, d, lr=LR)
+        assert_weights(model, w)
+
+
+def test_ae_sam_with_chunks_decides_from_the_mean_chunk_statistic():
+    model, ref_model = mlp(), mlp()
+    total, delta, l1, l2c = 10, 0.6, -0.5, 0.8
+    opt = make("ae_sam", model, options={"delta": delta, "lambda1": l1, "lambda2": l2c}, total_steps=total)
+    step = select_step(opt, 4, 16)
+    w, buf, mean, var, kinds = weights(model), {}, 0.0, 0.0, []
+    for t, (x, y) in enumerate(batches(total)):
+        step(model, opt, x, y, opts())
+        s, g = ref.ae_sam_chunked_statistic(ref_model, w, x, y, m=4, l2=L2)
+        c = l1 * t / total + l2c * (1 - t / total)
+        use, mean, var = ref.ae_sam_statistics(s, mean, var, delta=delta, c=c)
+        kinds.append(use)
+        if use:
+            parts = [
+                sam_gradient(ref_model, w, xc, yc, rho=RHO, l2=L2) for xc, yc in zip(x.split(4), y.split(4))
+            ]
+            d = {n: sum(p[n] for p in parts) / 4 for n in w}
+        else:
+            d = g
+        w, buf = nesterov_sgd(w, buf, d, lr=LR)
+        assert_weights(model, w)
+    assert any(kinds) and not all(kinds), kinds
+    assert opt.sam_steps == sum(kinds)
+
+
+@pytest.mark.parametrize(
+    ("options", "total", "sam_steps"),
+    [({"late_fraction": 0.125}, 16, 2), ({"late_fraction": None, "late_epochs": 1}, 12, 4)],
+)
+def test_sam_late_takes_exactly_its_share(options, total, sam_steps):
+    opt = make("sam_late", mlp(), options=options, total_steps=total)
+    assert opt.first_sam_step == total - sam_steps
+    kinds = []
+    for t in range(total):
+        opt.steps_taken = t
+        kinds.append(opt.use_sam())
+    assert sum(kinds) == sam_steps and kinds[-sam_steps:] == [True] * sam_steps
+
+
+def test_looksam_records_k_and_its_two_pass_steps():
+    model = mlp()
+    opt = make("looksam", model, options={"k": 3})
+    step = select_step(opt, None, 16)
+    for x, y in batches(7):
+        step(model, opt, x, y, opts())
+    state = opt.state_dict()["variant"]
+    assert state["k"] == 3 and state["sam_steps"] == 3  # steps 0, 3, 6
+
+
 def ref_model_forward(model, w, x):
     from torch.func import functional_call
 
@@ -283,8 +418,9 @@ TWO_PASS = {
     "mesa": {"start_epoch": 0, "decay": 0.5},
     "gsam": {"alpha": 0.3},
     "sam_on": {},
+    "saf": {"past_epochs": 1, "start_epoch": 1},  # its loss from step 1 (one step per epoch here)
+    "msam": {},  # e along the momentum from step 1
 }
-WHOLE_BATCH_ONLY = ("esam", "ae_sam")
 
 
 def bn_buffers(model):
@@ -340,7 +476,7 @@ def test_state_dict_resume_continues_bit_exactly(name):
     options = {**TWO_PASS[name], **({"probability": 0.5} if name == "rst" else {})}
     if name == "sam_late":
         options = {"late_fraction": 0.5}
-    m = None if name in WHOLE_BATCH_ONLY else 8
+    m = 8
     straight = bn_net()
     o_straight = make(name, straight, options=options, total_steps=6)
     _train(name, straight, o_straight, 6, m=m)
@@ -397,11 +533,43 @@ def test_bf16_tracks_fp32_and_the_gradscaler_path_equals_fp32(name):
         ("looksam", {"kk": 3}, None, r"unknown key\(s\) \['kk'\] for looksam; valid: alpha, k"),
         ("looksam", {"k": 0}, None, "k=0 is invalid"),
         ("esam", {"beta": 1.5}, None, r"beta=1.5 is invalid: it must be a number in \(0.0, 1.0\]"),
-        ("esam", {}, 4, "esam .* set m=null"),
-        ("ae_sam", {}, 4, "ae_sam .* set m=null"),
         ("rst", {"probability": -0.1}, None, "probability=-0.1 is invalid"),
+        ("rst", {"probability": 0.0}, None, "rst: probability=0 .* never takes a SAM step"),
         ("mesa", {"start_epoch": -1}, None, "start_epoch=-1 is invalid"),
-        ("gsam", {"rho_min": 0.5}, None, r"rho_min=0.5 is invalid: it must be a number in \[0.0, 0.1\]"),
+        (
+            "mesa",
+            {"start_epoch": 3},
+            None,
+            r"mesa: the trajectory loss would start at epoch 3 \(step 12\).*start_epoch",
+        ),
+        ("mesa", {"kl_weight": 0.0}, None, "kl_weight=0.0 is invalid"),
+        (
+            "gsam",
+            {"rho_min": 0.5, "rho_min_ratio": None},
+            None,
+            r"rho_min=0.5 is invalid: it must be a number in \[0.0, 0.1\]",
+        ),
+        ("gsam", {"rho_min": 0.02}, None, "exactly one of them"),
+        (
+            "sam_late",
+            {"late_fraction": 0.3},
+            None,
+            r"late_fraction=0.3 of the run's 12 steps is 3.6 steps.*late_epochs",
+        ),
+        ("sam_late", {"late_fraction": 0.0}, None, "gives no SAM step"),
+        (
+            "sam_late",
+            {"late_fraction": None, "late_epochs": 4},
+            None,
+            "late_epochs=4 is more than the run's 3 epochs",
+        ),
+        ("saf", {"past_epochs": 3, "start_epoch": 2}, None, "start_epoch=2 is before past_epochs=3"),
+        (
+            "saf",
+            {"past_epochs": 1, "start_epoch": 12},
+            None,
+            "saf: the trajectory loss would start at epoch 12",
+        ),
     ],
 )
 def test_bad_options_are_clear_errors(name, options, m, message):

@@ -1,13 +1,28 @@
-"""The SAM variants through ``python train.py``: every config composes and builds, and a run killed by
-SIGKILL and resumed ends bit-identical to an uninterrupted one (per-run state rides in the checkpoint)."""
+"""The SAM variants through ``python train.py``: every config composes and builds its step at the default
+m (``optimizer=<name>`` runs as typed), and a run killed by SIGKILL and resumed ends bit-identical to an
+uninterrupted one (per-run state rides in the checkpoint). SAF, whose example indices the trainer does not
+give yet, is refused by train.py with that reason, and runs through ``tests/saf_wiring.py`` (train.py with
+the indices wired as the trainer is to wire them)."""
 
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from cli import compose_train, final_weights, metrics_records, results_numbers, run_many, same_tensors
+import torch
+from cli import (
+    REPO,
+    child_env,
+    compose_train,
+    final_weights,
+    metrics_records,
+    results_numbers,
+    run_many,
+    same_tensors,
+)
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -33,35 +48,49 @@ TINY = [
     "trainer.deterministic=true",
 ]
 # Per-run state that must survive the kill: LookSAM's g_v (k=3: the resumed step 2 reuses the g_v of
-# step 0), AE-SAM's running statistics (m=null), MESA's EMA teacher (trajectory loss from step 0).
+# step 0), AE-SAM's running statistics (m-chunks: its per-chunk path), MESA's EMA teacher (trajectory loss
+# from step 0), Momentum-SAM's momentum buffer (the base optimizer's, the direction of e).
 STATEFUL = {
     "looksam": ["optimizer=looksam", "optimizer.variant.k=3"],
-    "ae_sam": ["optimizer=ae_sam", "m=null"],
+    "ae_sam": ["optimizer=ae_sam"],
     "mesa": ["optimizer=mesa", "optimizer.variant.start_epoch=0", "optimizer.variant.decay=0.5"],
+    "msam": ["optimizer=msam", "rho=0.5"],
 }
 EVERY_STEP = "trainer.checkpoint_interval_min=1e-6"
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_every_variant_config_composes_and_builds(name):
+def test_every_variant_config_composes_and_builds_its_step_at_the_default_m(name):
     cfg = compose_train([f"optimizer={name}"])  # through train.py's schema
     assert cfg.optimizer.name == name
     model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
-    opt = build_variant(
-        name,
-        model.parameters(),
-        model=model,
-        rho=cfg.rho,
-        adaptive=cfg.optimizer.adaptive,
-        eta=cfg.optimizer.eta,
-        options=OmegaConf.to_container(cfg.optimizer.variant),
-        total_steps=100,
-        steps_per_epoch=10,
-        seed=cfg.seed,
-        lr=cfg.lr,
-    )
+
+    def build(**run):
+        return build_variant(
+            name,
+            model.parameters(),
+            model=model,
+            rho=cfg.rho,
+            adaptive=cfg.optimizer.adaptive,
+            eta=cfg.optimizer.eta,
+            options=OmegaConf.to_container(cfg.optimizer.variant),
+            total_steps=80 * 10,  # the defaults' epochs (MESA's and SAF's start_epoch 6) fit; 1/8 is whole
+            steps_per_epoch=10,
+            seed=cfg.seed,
+            lr=cfg.lr,
+            momentum=cfg.optimizer.momentum,
+            nesterov=cfg.optimizer.nesterov,
+            **run,
+        )
+
+    if name == "saf":
+        with pytest.raises(ValueError, match="optimizer=saf needs the training-set index"):
+            build()
+        opt = build(example_indices=lambda: torch.arange(8))
+    else:
+        opt = build()
     assert type(opt) is VARIANTS[name]
-    select_step(opt, None, 8)
+    select_step(opt, cfg.m, cfg.batch_size)  # m = 32 of the default batch 256: every variant runs as typed
 
 
 @pytest.mark.slow
@@ -82,8 +111,48 @@ def test_sigkill_and_resume_of_stateful_variants_match_uninterrupted_runs(tmp_pa
         ours, ref = results_numbers(tmp_path / name), results_numbers(tmp_path / f"{name}_straight")
         for results in (ours, ref):
             results.pop("git_commit")
+            results.pop("git_commits", None)  # HEAD may move while the suite runs (a shared checkout)
             results["config"]["trainer"].pop("checkpoint_interval_min")
         assert ours == ref, name
         assert metrics_records(tmp_path / name) == metrics_records(tmp_path / f"{name}_straight")
         assert same_tensors(final_weights(tmp_path / name), final_weights(tmp_path / f"{name}_straight"))
         assert ours["optimizer"] == name
+
+
+def saf_command(run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "tests/saf_wiring.py", *TINY, "epochs=3", *extra, f"hydra.run.dir={run_dir}"]
+
+
+@pytest.mark.slow
+def test_saf_is_refused_by_train_py_and_resumes_exactly_once_its_indices_are_wired(tmp_path: Path):
+    (refused,) = run_many([{"args": [*TINY, "optimizer=saf"], "run_dir": tmp_path / "refused"}])
+    assert refused.returncode == 2, refused.output
+    assert "optimizer=saf needs the training-set index of every example" in refused.output
+    assert not (tmp_path / "refused").exists()  # a refused command changes nothing
+
+    # Through train.py with the indices wired (tests/saf_wiring.py): the loss of epoch e against the
+    # outputs of epoch e - 1 from epoch 1 on; killed at step 6 (in epoch 1, its table of epoch 0 in the
+    # checkpoint), resumed, equal to the uninterrupted run bit for bit.
+    args = ["optimizer=saf", "optimizer.variant.past_epochs=1", "optimizer.variant.start_epoch=1", EVERY_STEP]
+
+    def run(name: str, fault: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            saf_command(tmp_path / name, *args), cwd=REPO, env=child_env(fault=fault),
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+
+    straight = run("straight")
+    assert straight.returncode == 0, straight.stdout + straight.stderr
+    killed = run("saf", fault="step:6")
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    resumed = run("saf")
+    assert resumed.returncode == 0 and "resumed from" in resumed.stdout + resumed.stderr
+    ours, ref = results_numbers(tmp_path / "saf"), results_numbers(tmp_path / "straight")
+    for results in (ours, ref):
+        results.pop("git_commit")
+        results.pop("git_commits", None)
+        results["config"]["trainer"].pop("checkpoint_interval_min", None)
+    assert ours == ref
+    assert metrics_records(tmp_path / "saf") == metrics_records(tmp_path / "straight")
+    assert same_tensors(final_weights(tmp_path / "saf"), final_weights(tmp_path / "straight"))
+    assert ours["optimizer"] == "saf" and ours["rho"] == 0.0

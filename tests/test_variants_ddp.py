@@ -1,8 +1,9 @@
 """The SAM variants under real torch.distributed DDP (gloo, 2 processes via torchrun), per-replica e(w).
 
-Where a variant has m-chunks, 2 replicas x 8 examples must equal one process with m = 8 on the 16
-examples (g and g_s averaged alike, the same coins, the same EMA); AE-SAM and ESAM, which have no chunked
-single-device form, must keep both replicas bit-identical (one shared decision / one shared SWP draw).
+Every variant's 2 replicas x 8 examples must equal one process with m = 8 chunks of the 16 examples (g and
+g_s averaged alike, the same coins, the same EMA, AE-SAM's one decision from the mean statistic, ESAM's
+per-replica selection, SAF's table filled from both replicas, Momentum-SAM's shared buffer), and the two
+replicas must stay bit-identical.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 WORKER = Path(__file__).with_name("ddp_variants_worker.py")
-NAMES = ("looksam", "gsam", "rst", "sam_late", "mesa", "sam_on", "ae_sam", "esam")
+NAMES = ("looksam", "gsam", "rst", "sam_late", "mesa", "sam_on", "ae_sam", "esam", "saf", "msam")
 
 
 @pytest.fixture(scope="module")

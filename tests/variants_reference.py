@@ -91,3 +91,40 @@ def mesa(model, w, x, y, *, ema: Vec, kl_weight, temperature, l2, active):
         loss = loss + kl_weight * temperature**2 * kl
     grads = torch.autograd.grad(loss, list(leaves.values()))
     return dict(zip(leaves.keys(), grads))
+
+
+def esam_chunked(model, w, x, y, *, m, **kw):
+    """ESAM with m-sharpness: each chunk of m examples its own ESAM gradient; their mean."""
+    parts = [esam(model, w, xc, yc, **kw) for xc, yc in zip(x.split(m), y.split(m))]
+    return {n: sum(p[n] for p in parts) / len(parts) for n in w}
+
+
+def ae_sam_chunked_statistic(model, w, x, y, *, m, l2) -> tuple[float, Vec]:
+    """AE-SAM's s over chunks: the mean of the chunks' ||g_i||^2, and the SGD direction (mean of the g_i)."""
+    g = [grad_at(model, w, xc, yc, l2) for xc, yc in zip(x.split(m), y.split(m))]
+    s = sum(float(vdot(gi, gi)) for gi in g) / len(g)
+    return s, {n: sum(gi[n] for gi in g) / len(g) for n in w}
+
+
+def msam(model, w, x, y, *, v: Vec | None, rho, l2):
+    """Becker et al. 2024: g = grad L(w - rho v/||v||) with L2 at the perturbed point; no v yet: grad L(w)."""
+    if v is None:
+        return grad_at(model, w, x, y, l2)
+    scale = rho / norm(v)
+    return grad_at(model, {n: w[n] - scale * v[n] for n in w}, x, y, l2)
+
+
+def saf(model, w, x, y, *, past: Tensor | None, kl_weight, temperature, l2):
+    """Du et al. 2022 (SAF): CE + lambda tau^2 mean_i KL(softmax(zhat_i/tau) || softmax(f_w(x_i)/tau)), zhat_i
+    the outputs recorded for example i E epochs earlier (``past``: None before the loss starts). Returns
+    the gradient and the logits at w (what this step records)."""
+    leaves = {n: v.detach().clone().requires_grad_(True) for n, v in w.items()}
+    loss = loss_at(model, leaves, x, y, l2)
+    logits = functional_call(model, leaves, (x,))
+    if past is not None:
+        p_t = torch.softmax(past / temperature, -1)
+        log_p_s = torch.log_softmax(logits / temperature, -1)
+        kl = (p_t * (torch.log(p_t) - log_p_s)).sum(-1).mean()
+        loss = loss + kl_weight * temperature**2 * kl
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    return dict(zip(leaves.keys(), grads)), logits.detach()

@@ -14,12 +14,19 @@ lives in ``state_dict()``, so the trainer's checkpoint carries it.
 | mesa      | Du et al., NeurIPS 2022                                   | ``MESA``          |
 | gsam      | Zhuang et al., ICLR 2022                                  | ``GSAM``          |
 | sam_on    | Mueller et al., NeurIPS 2023                              | ``SAMON``         |
+| saf       | Du et al., NeurIPS 2022 (SAF, the same paper as MESA)     | ``SAF``           |
+| msam      | Becker, Altrock & Risse, 2024 (Momentum-SAM)              | ``MomentumSAM``   |
+
+Defaults are each paper's (or its authors' released code's where the paper is silent); every value and
+its source is in ``configs/optimizer/<name>.yaml``. A setting that would leave a variant's mechanism off
+for the whole run (MESA's or SAF's trajectory loss starting after the last step, a switch that never
+takes a SAM step) is refused when the optimizer is built, naming the setting.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -31,6 +38,8 @@ from sam.variants.esam import ESAM
 from sam.variants.gsam import GSAM
 from sam.variants.looksam import LookSAM
 from sam.variants.mesa import MESA
+from sam.variants.msam import MomentumSAM
+from sam.variants.saf import SAF
 from sam.variants.samon import SAMON, normalization_parameters
 from sam.variants.switching import AESAM, LateSAM, RandomSwitchSAM
 
@@ -43,16 +52,19 @@ VARIANTS: dict[str, type[SAM]] = {
     "mesa": MESA,
     "gsam": GSAM,
     "sam_on": SAMON,
+    "saf": SAF,
+    "msam": MomentumSAM,
 }
-# Variants whose update does not involve rho (MESA): they run whatever rho says, and record rho = 0.
-WITHOUT_RHO: set[str] = {"mesa"}
+# Variants whose update does not involve rho (MESA, SAF): they run whatever rho says, and record rho = 0.
+WITHOUT_RHO: set[str] = {"mesa", "saf"}
 
 
 def register_variant(name: str, cls: type[SAM], *, without_rho: bool = False) -> type[SAM]:
     """Make ``optimizer=<name>`` build ``cls`` (a new variant in one file: docs/adding-a-variant.md).
 
     ``cls`` takes ``(params, base_optimizer, rho=..., adaptive=..., eta=..., **options, **base_kwargs)``
-    and may ask for ``model``, ``total_steps`` and ``seed`` by naming them in its ``__init__``.
+    and may ask for ``model``, ``total_steps``, ``steps_per_epoch``, ``seed``, ``example_indices`` and
+    ``num_examples`` by naming them in its ``__init__``.
     """
     if not (isinstance(cls, type) and issubclass(cls, SAM)):
         raise TypeError(f"register_variant({name!r}, ...) needs a subclass of sam.SAM, got {cls!r}")
@@ -67,18 +79,20 @@ def register_variant(name: str, cls: type[SAM], *, without_rho: bool = False) ->
 # Hyperparameters in epochs that the factory turns into steps.
 _EPOCH_KEYS = {"start_epoch": "start_step"}
 # Filled in by the factory from the run, not from the variant's options.
-_RUN_KEYS = ("model", "total_steps", "seed")
+_RUN_KEYS = ("model", "total_steps", "steps_per_epoch", "seed", "example_indices", "num_examples")
 
 __all__ = [
     "AESAM",
     "ESAM",
     "GSAM",
     "MESA",
+    "SAF",
     "SAMON",
     "VARIANTS",
     "WITHOUT_RHO",
     "LateSAM",
     "LookSAM",
+    "MomentumSAM",
     "RandomSwitchSAM",
     "VariantSAM",
     "build_variant",
@@ -100,6 +114,8 @@ def build_variant(
     total_steps: int | None = None,
     steps_per_epoch: int | None = None,
     seed: int = 0,
+    example_indices: Callable[[], torch.Tensor] | None = None,
+    num_examples: int | None = None,
     base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
     **base_kwargs: Any,
 ) -> SAM:
@@ -107,6 +123,9 @@ def build_variant(
 
     ``model`` is the plain module (MESA's teacher, SAM-ON's normalization layers); ``total_steps`` and
     ``steps_per_epoch`` turn schedules in epochs into steps; ``seed`` seeds the per-step draws.
+    ``example_indices`` (SAF): called at the start of every step, returns the training-set index of each
+    example of the batch about to be stepped (this device's, in the order of its rows); ``num_examples``
+    (SAF, optional): the size of that index space, to allocate the stored outputs once.
     """
     if name not in VARIANTS:
         raise ValueError(f"optimizer {name!r} is not one of {', '.join(VARIANTS)}")
@@ -129,11 +148,19 @@ def build_variant(
     ]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        valid = ", ".join(sorted({*accepted, *(_EPOCH_KEYS if name == "mesa" else ())} - {"start_step"}))
+        epoch_keys = [e for e, step_key in _EPOCH_KEYS.items() if step_key in accepted]
+        valid = ", ".join(sorted({*accepted, *epoch_keys} - set(_EPOCH_KEYS.values())))
         raise ValueError(
             f"optimizer.variant has unknown key(s) {unknown} for {name}; valid: {valid or 'none'}"
         )
-    run = {"model": model, "total_steps": total_steps, "seed": seed}
+    run = {
+        "model": model,
+        "total_steps": total_steps,
+        "steps_per_epoch": steps_per_epoch,
+        "seed": seed,
+        "example_indices": example_indices,
+        "num_examples": num_examples,
+    }
     wanted = inspect.signature(cls.__init__).parameters
     run = {k: v for k, v in run.items() if k in wanted}
     return cls(params, base_optimizer, rho=rho, adaptive=adaptive, eta=eta, **run, **options, **base_kwargs)

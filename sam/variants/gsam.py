@@ -7,9 +7,13 @@ plain gradient g orthogonal to it (descending on the surrogate gap without hurti
     g_perp = g - (<g, g_s> / ||g_s||^2) g_s
     d = g_s - alpha g_perp
 
-rho_t follows the learning rate, as the paper's schedule: ``rho_t = rho_min + (rho - rho_min) lr_t /
-lr_0`` per parameter group (lr_0: its learning rate when the optimizer was built; lr_min = 0 for our
-schedules). With ``rho_min`` unset (the default) rho is constant, as the authors' CIFAR example.
+rho_t follows the learning rate, as the paper's schedule (Sec. 5; README "Case 1: same as in paper"):
+``rho_t = rho_min + (rho - rho_min) lr_t / lr_0`` per parameter group (lr_0: its learning rate when the
+optimizer was built; lr_min = 0 for our schedules). ``rho_min_ratio`` gives rho_min as a fraction of rho
+(default 0.5: the paper's Table 4 for its SGD-trained CNNs, ResNet-50/101: rho_max 0.04, rho_min 0.02);
+``rho_min`` gives it in absolute terms instead (set ``rho_min_ratio: null`` with it); ratio 1 is constant
+rho. alpha defaults to 0.4, the authors' PyTorch CIFAR-10 WRN example (``example/train.py``; Table 4
+ranges from 0.005 to 1.0 by model).
 
 Cost: SAM's two passes. Composes with m-sharpness chunks and per-replica DDP (g and g_s averaged alike,
 one extra all-reduce of g), fp16 (the decomposition is linear in the common loss scale) and bf16.
@@ -38,15 +42,23 @@ class GSAM(VariantSAM):
         params: Iterable[Any],
         base_optimizer: type[torch.optim.Optimizer],
         *,
-        alpha: float = 0.2,
+        alpha: float = 0.4,
         rho_min: float | None = None,
+        rho_min_ratio: float | None = 0.5,
         **kwargs: Any,
     ) -> None:
         super().__init__(params, base_optimizer, **kwargs)
         self.alpha = check_range("alpha", alpha, 0.0, float("inf"))
+        if (rho_min is None) == (rho_min_ratio is None):
+            raise ValueError(
+                f"gsam takes rho_min (absolute) or rho_min_ratio (a fraction of rho), exactly one of them; got "
+                f"rho_min={rho_min!r} and rho_min_ratio={rho_min_ratio!r} (set the other to null)"
+            )
+        if rho_min_ratio is not None:
+            check_range("rho_min_ratio", rho_min_ratio, 0.0, 1.0)
         for group in self.param_groups:
             group.setdefault("rho_max", group["rho"])
-            group.setdefault("rho_min", group["rho"] if rho_min is None else rho_min)
+            group.setdefault("rho_min", group["rho"] * rho_min_ratio if rho_min is None else rho_min)
             group.setdefault("lr_0", group["lr"])
             check_range("rho_min", group["rho_min"], 0.0, group["rho_max"])
 

@@ -53,9 +53,10 @@ class LookSAM(VariantSAM):
         self.k = k
         self.alpha = check_range("alpha", alpha, 0.0, float("inf"))
         self.g_v: list[Tensor | None] | None = None  # aligned with self.params()
+        self.sam_steps = 0  # two-pass steps taken (every k-th, and the first after a start without g_v)
 
     def variant_state(self) -> dict[str, Any]:
-        state = super().variant_state()
+        state = {**super().variant_state(), "k": self.k, "sam_steps": self.sam_steps}
         if self.g_v is not None:
             state["g_v"] = [t for t in self.g_v if t is not None]
             state["g_v_present"] = [t is not None for t in self.g_v]
@@ -63,6 +64,8 @@ class LookSAM(VariantSAM):
 
     def load_variant_state(self, state: dict[str, Any]) -> None:
         super().load_variant_state(state)
+        # checkpoints written before k and sam_steps were recorded: SAM at t = 0, k, 2k, ...
+        self.sam_steps = int(state.get("sam_steps", -(-self.steps_taken // self.k)))
         if "g_v" not in state:
             self.g_v = None
             return
@@ -103,6 +106,7 @@ class LookSAM(VariantSAM):
                 loss, correct, g = sam_gradients_keeping_g(model, self, x, y, opts, chunk)
                 self._store_orthogonal(g, scaled=opts.precision.scaler is not None)
                 del g
+                self.sam_steps += 1
             else:
                 loss, correct = plain_gradient(model, self, x, y, opts, chunk)
                 self._add_stored_direction()

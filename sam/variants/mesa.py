@@ -7,10 +7,16 @@ trajectory term, the KL divergence from the teacher's softened outputs to the mo
     v <- decay v + (1 - decay) w                               (after every step; BN buffers too)
     L = CE(f_w(x), y) + lambda tau^2 KL(softmax(f_v(x)/tau) || softmax(f_w(x)/tau))
 
-as the authors' code (``--reinforce`` = lambda, 0.8 for MESA; ``--temperature`` tau = 5; ``kl_start_epoch``
-5; timm's ModelEma, teacher in eval mode). One plain SGD step per batch plus one teacher forward without
-gradients: cost ~1.1-1.3x SGD, memory one copy of w (+ buffers). The EMA is per-run state in
+as the authors' ``MESA_train.py`` (AngusDujw/SAF): ``--reinforce`` lambda = 0.8 (README and run.sh for
+MESA), ``--temperature`` tau = 5, timm's ``ModelEmaV2`` with ``--model-ema-decay`` 0.9998 (timm's default,
+which the authors' run.sh keeps), teacher in eval mode, and the loss on while ``epoch > kl_start_epoch``
+with ``--kl_start_epoch 5`` (0-based epochs): from the 7th epoch, i.e. our ``start_epoch`` 6 (the first
+0-based epoch with the loss; the factory turns it into ``start_step``). One plain SGD step per batch plus
+one teacher forward without gradients; memory one copy of w (+ buffers). The EMA is per-run state in
 ``state_dict()``. rho is not used.
+
+A MESA whose trajectory loss would start at or after the run's last step (or whose lambda is 0) is plain
+SGD: it is refused when built, naming ``start_epoch``.
 
 Composes with m-chunks (the chunks of SGD; each chunk's loss gets the teacher outputs of its examples),
 per-replica DDP (the EMA of identical weights is identical on every replica) and fp16/bf16 (the teacher
@@ -29,6 +35,22 @@ from torch.func import functional_call
 
 from sam.steps import StepFn, sgd_step, sgd_step_chunked
 from sam.variants.base import VariantSAM, check_range
+
+
+def refuse_if_never_on(
+    name: str, start_step: int, total_steps: int | None, steps_per_epoch: int | None
+) -> None:
+    """A trajectory loss that starts at or after the last step leaves the run plain SGD: ValueError."""
+    if total_steps is None or start_step < total_steps:
+        return
+    where = f"step {start_step}"
+    if steps_per_epoch:
+        where = f"epoch {start_step / steps_per_epoch:g} (step {start_step})"
+    raise ValueError(
+        f"{name}: the trajectory loss would start at {where}, but the run has only {total_steps} steps, so "
+        f"it would never turn on and the run would be plain SGD recorded as {name}: lower "
+        "optimizer.variant.start_epoch below the run's epochs, or train for more epochs"
+    )
 
 
 def trajectory_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
@@ -50,19 +72,22 @@ class MESA(VariantSAM):
         base_optimizer: type[torch.optim.Optimizer],
         *,
         model: nn.Module,
-        decay: float = 0.9995,
+        decay: float = 0.9998,
         kl_weight: float = 0.8,
         temperature: float = 5.0,
         start_step: int = 0,
+        total_steps: int | None = None,
+        steps_per_epoch: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(params, base_optimizer, **kwargs)
         self.decay = check_range("decay", decay, 0.0, 1.0)
-        self.kl_weight = check_range("kl_weight", kl_weight, 0.0, float("inf"))
+        self.kl_weight = check_range("kl_weight", kl_weight, 0.0, float("inf"), low_open=True)
         self.temperature = check_range("temperature", temperature, 0.0, float("inf"), low_open=True)
         if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
             raise ValueError(f"start_step={start_step!r} is invalid: it must be an integer >= 0")
         self.start_step = start_step
+        refuse_if_never_on("mesa", start_step, total_steps, steps_per_epoch)
         self.model = model  # the plain module (not DDP / compiled): the teacher runs it functionally
         self.ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
 

@@ -4,7 +4,10 @@
   Computational Efficiency in Deep Learning", 2022): a Bernoulli trial with probability p(t) per step;
   p constant or linear in t from ``probability`` to ``probability_end``.
 * ``LateSAM`` (Zhou et al., "Sharpness-Aware Minimization Efficiently Selects Flatter Minima Late in
-  Training", ICLR 2025): SGD for the first (1 - f) of the steps, SAM for the last fraction f.
+  Training", ICLR 2025): SGD, then SAM for exactly the last ``late_fraction`` of the steps (default
+  0.125: the paper's Fig. 1, SGD to epoch 175 and SAM from 175 to 200), or for the last ``late_epochs``
+  epochs (the authors' code switches at an epoch: ``isSAM = start_SAM <= epoch``). The share is exact:
+  a fraction that is not a whole number of steps is refused, naming the nearest exact choices.
 * ``AESAM`` (Jiang, Yang, Zhang & Kwok, "An Adaptive Policy to Employ Sharpness-Aware Minimization",
   ICLR 2023): after the first pass, with s = ||g||^2,
   ``mu <- delta mu + (1 - delta) s``, ``var <- delta var + (1 - delta) (s - mu)^2``,
@@ -13,10 +16,18 @@
 
 RST and LateSAM decide before the step, so they compose with m-sharpness chunks and per-replica DDP as
 SAM does (each step is exactly ``sam_step``/``sam_step_chunked`` or ``sgd_step``/``sgd_step_chunked``).
-AE-SAM decides from the whole batch's gradient before the second pass; with m-chunks each chunk would
-need its own g again (a third pass), so it runs with one perturbation per device batch (m = null).
-Under per-replica DDP its statistic is the mean over replicas of the local ||g||^2 (one scalar
-all-reduce, so every replica decides alike); an SGD step then all-reduces the first-pass gradient.
+A setting under which they would never take a SAM step (RST with p = 0 throughout, SAM-late with no SAM
+step) is refused when built: the run would be SGD recorded under the variant's name.
+
+AE-SAM decides from the batch's gradient before the second pass. Under per-replica DDP its statistic is
+the mean over replicas of the local ||g||^2 (one scalar all-reduce, so every replica decides alike); an
+SGD step then all-reduces the first-pass gradient. With m-chunks on one device it is the same step with
+the chunks in the replicas' place: the first pass runs chunk by chunk (per-chunk BatchNorm statistics,
+each chunk's ||g_i||^2, the mean gradient kept as the SGD direction); s = the mean of the ||g_i||^2; an
+SGD step ends there (one pass), a SAM step then takes each chunk's g_i again (the same random draws, its
+statistics frozen) for e_i and the second pass: three passes on SAM steps, because keeping the k chunk
+gradients through the decision would cost k parameter copies. So m-chunks on one device equal per-replica
+DDP with one chunk per replica.
 """
 
 from __future__ import annotations
@@ -27,11 +38,17 @@ from functools import partial
 from typing import Any
 
 import torch
+from torch import Tensor
 
+from sam.batchnorm import ChunkedBNStats, frozen_bn_stats
 from sam.foreach import global_grad_norm
-from sam.randomness import RNGState
+from sam.randomness import RNGState, true_gradient
 from sam.steps import (
     StepFn,
+    count_hits,
+    guarded_loss,
+    no_sync_if,
+    num_chunks,
     sam_step,
     sam_step_chunked,
     sgd_step,
@@ -40,6 +57,7 @@ from sam.steps import (
 )
 from sam.variants.base import VariantSAM, check_range, step_generator
 from sam.variants.passes import all_reduce_mean_, finish_step, first_pass, is_ddp, perturbed_pass
+from sam.weight_decay import add_l2_gradient_
 
 
 def _check_total_steps(total_steps: Any, who: str) -> int:
@@ -106,6 +124,11 @@ class RandomSwitchSAM(SwitchingSAM):
         if probability_end is not None:
             self.probability_end = check_range("probability_end", probability_end, 0.0, 1.0)
             self.total_steps = _check_total_steps(total_steps, "rst with probability_end")
+        if self.probability == 0 and not self.probability_end:
+            raise ValueError(
+                f"rst: probability=0 with probability_end={probability_end!r} never takes a SAM step: the run "
+                "would be plain SGD recorded as rst; use optimizer=sgd, or a probability > 0"
+            )
         self.seed = int(seed)
 
     def probability_at(self, step: int) -> float:
@@ -120,7 +143,7 @@ class RandomSwitchSAM(SwitchingSAM):
 
 
 class LateSAM(SwitchingSAM):
-    """SGD, then SAM for the last ``late_fraction`` of the ``total_steps`` steps."""
+    """SGD, then SAM for exactly the last ``late_fraction`` of the steps (or the last ``late_epochs``)."""
 
     variant_name = "sam_late"
 
@@ -129,14 +152,51 @@ class LateSAM(SwitchingSAM):
         params: Iterable[Any],
         base_optimizer: type[torch.optim.Optimizer],
         *,
-        late_fraction: float = 0.25,
+        late_fraction: float | None = 0.125,
+        late_epochs: int | None = None,
         total_steps: int | None = None,
+        steps_per_epoch: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(params, base_optimizer, **kwargs)
-        self.late_fraction = check_range("late_fraction", late_fraction, 0.0, 1.0)
-        self.total_steps = _check_total_steps(total_steps, "sam_late")
-        self.first_sam_step = self.total_steps - round(self.late_fraction * self.total_steps)
+        self.total_steps = total = _check_total_steps(total_steps, "sam_late")
+        if (late_fraction is None) == (late_epochs is None):
+            raise ValueError(
+                f"sam_late takes late_fraction (of the steps) or late_epochs, exactly one of them; got "
+                f"late_fraction={late_fraction!r} and late_epochs={late_epochs!r} (set the other to null)"
+            )
+        if late_epochs is not None:
+            if isinstance(late_epochs, bool) or not isinstance(late_epochs, int) or late_epochs < 0:
+                raise ValueError(f"late_epochs={late_epochs!r} is invalid: it must be an integer >= 0")
+            if not steps_per_epoch:
+                raise ValueError("sam_late with late_epochs needs steps_per_epoch")
+            sam_steps = late_epochs * steps_per_epoch
+            if sam_steps > total:
+                raise ValueError(
+                    f"sam_late: late_epochs={late_epochs} is more than the run's {total // steps_per_epoch} "
+                    "epochs; lower optimizer.variant.late_epochs"
+                )
+        else:
+            fraction = check_range("late_fraction", late_fraction, 0.0, 1.0)
+            exact = fraction * total
+            sam_steps = round(exact)
+            if abs(exact - sam_steps) > 1e-9 * total:
+                lo, hi = math.floor(exact), math.ceil(exact)
+                per_epoch = f" (late_epochs=N: N x {steps_per_epoch} steps)" if steps_per_epoch else ""
+                raise ValueError(
+                    f"sam_late: late_fraction={late_fraction} of the run's {total} steps is {exact:g} steps, "
+                    f"not a whole number, and the SAM share must be exact: set optimizer.variant."
+                    f"late_epochs{per_epoch} with late_fraction=null, or a late_fraction that is a whole "
+                    f"number of steps ({lo}/{total} or {hi}/{total})"
+                )
+        if sam_steps == 0:
+            raise ValueError(
+                f"sam_late: late_fraction={late_fraction!r} / late_epochs={late_epochs!r} gives no SAM step in "
+                f"the run's {total} steps: it would be plain SGD recorded as sam_late; use optimizer=sgd"
+            )
+        self.late_fraction = late_fraction
+        self.late_epochs = late_epochs
+        self.first_sam_step = total - sam_steps
 
     def use_sam(self) -> bool:
         return self.steps_taken >= self.first_sam_step
@@ -189,30 +249,99 @@ class AESAM(VariantSAM):
         self.sam_steps = int(state["sam_steps"])
 
     def make_step(self, m: int | None, per_device_batch: int) -> StepFn:
-        if m is not None and m != per_device_batch:
-            raise ValueError(
-                f"ae_sam decides from the whole device batch's gradient before the second pass, so it takes "
-                f"one perturbation per device batch: set m=null (got m={m}, device batch {per_device_batch})"
-            )
+        chunk = None if m is None or m == per_device_batch else m
 
         def step(model, optimizer, x, y, opts):
-            local = opts.perturbation == "per_replica"
-            rng = RNGState(x.device)
-            loss, correct = first_pass(model, self, x, y, opts, local=local)
-            grads = [p.grad for p in trainable_params(self) if p.grad is not None]
-            sq = global_grad_norm(grads).double() ** 2 / opts.precision.loss_scale**2
-            del grads  # first_step consumes .grad: no reference may keep it alive through pass 2
-            if local and is_ddp(model):
-                sq = sq.clone()
-                all_reduce_mean_([sq])
-            use = self.decide(float(sq))
-            if use:
-                perturbed_pass(model, self, x, y, opts, rng)
-            elif local and is_ddp(model):  # the SGD step's gradient, averaged as DDP's backward would
-                all_reduce_mean_([p.grad for p in trainable_params(self) if p.grad is not None])
-            result = finish_step(self, opts, loss, correct)
+            if chunk is None or num_chunks(x, chunk) == 1:
+                result, use = self._whole_batch(model, x, y, opts)
+            else:
+                result, use = self._chunked(model, x, y, opts, chunk)
             self.steps_taken += 1
             self.sam_steps += int(use)
             return result
 
         return self._named(step, m, per_device_batch)
+
+    def _decide(self, model, sq: Tensor, opts) -> bool:
+        """The shared decision from this device's statistic (mean over replicas under per-replica DDP)."""
+        if opts.perturbation == "per_replica" and is_ddp(model):
+            sq = sq.clone()
+            all_reduce_mean_([sq])
+        return self.decide(float(sq))
+
+    def _whole_batch(self, model, x, y, opts):
+        local = opts.perturbation == "per_replica"
+        rng = RNGState(x.device)
+        loss, correct = first_pass(model, self, x, y, opts, local=local)
+        grads = [p.grad for p in trainable_params(self) if p.grad is not None]
+        sq = global_grad_norm(grads).double() ** 2 / opts.precision.loss_scale**2
+        del grads  # first_step consumes .grad: no reference may keep it alive through pass 2
+        use = self._decide(model, sq, opts)
+        if use:
+            perturbed_pass(model, self, x, y, opts, rng)
+        elif local and is_ddp(model):  # the SGD step's gradient, averaged as DDP's backward would
+            all_reduce_mean_([p.grad for p in trainable_params(self) if p.grad is not None])
+        return finish_step(self, opts, loss, correct), use
+
+    def _chunked(self, model, x, y, opts, m: int):
+        """Pass 1 per chunk (statistic, SGD direction); on a SAM step each chunk's g_i again, e_i, pass 2."""
+        if opts.perturbation != "per_replica":
+            raise ValueError("m-sharpness chunks need perturbation='per_replica' (synced e(w) has no chunks)")
+        amp = opts.precision
+        scale = amp.loss_scale
+        params = trainable_params(self)
+        all_params = self.params()
+        chunks = num_chunks(x, m)
+        parts = list(zip(x.split(m), y.split(m)))
+        bn = ChunkedBNStats(model)
+        self.zero_grad(set_to_none=True)
+        rngs, losses, hits, squares = [], [], [], []
+        for xc, yc in parts:
+            rngs.append(RNGState(x.device))
+            bn.begin_chunk()
+            grads = self._chunk_gradient(model, xc, yc, opts, all_params, scale, losses, hits)
+            bn.end_chunk()
+            present = [g for g in grads if g is not None]
+            squares.append(global_grad_norm(present).double() ** 2 / scale**2)
+            with torch.no_grad():  # the SGD direction: the mean of the chunk gradients
+                for p, g in zip(all_params, grads):
+                    if g is not None:
+                        p.grad = g / chunks if p.grad is None else p.grad.add_(g, alpha=1.0 / chunks)
+            del grads, present
+        bn.finish()
+        use = self._decide(model, torch.stack(squares).mean(), opts)
+        if use:
+            self.zero_grad(set_to_none=True)
+            for i, ((xc, yc), rng) in enumerate(zip(parts, rngs)):
+                rng.restore()
+                with frozen_bn_stats(model):  # the statistics moved once, in pass 1 above
+                    grads = self._chunk_gradient(model, xc, yc, opts, all_params, scale, [], [])
+                self.first_step(grads=grads)  # w -> w + e_i
+                del grads
+                guard = amp.overflow_guard(self.grad_norm)
+                try:
+                    rng.restore()
+                    add_l2_gradient_(params, opts.l2_weight_decay, scale / chunks)
+                    with no_sync_if(model, i < chunks - 1), frozen_bn_stats(model):
+                        with amp.autocast():
+                            loss_perturbed = opts.loss_fn(model(xc), yc) / chunks
+                        amp.backward(guarded_loss(loss_perturbed, guard))
+                finally:
+                    self.restore()
+        elif is_ddp(model):  # the SGD direction averaged over the replicas, as DDP's backward would
+            all_reduce_mean_([p.grad for p in params if p.grad is not None])
+        return finish_step(self, opts, torch.stack(losses).mean(), torch.stack(hits).sum()), use
+
+    @staticmethod
+    def _chunk_gradient(model, xc, yc, opts, all_params, scale, losses, hits):
+        """grad L_chunk(w) (+ L2), aligned with ``all_params``, kept on this replica (no all-reduce)."""
+        amp = opts.precision
+        with no_sync_if(model, True), true_gradient(model, True):
+            with amp.autocast():
+                logits = model(xc)
+                loss = opts.loss_fn(logits, yc)
+            grads = list(torch.autograd.grad(amp.scale(loss), all_params, allow_unused=True))
+        add_l2_gradient_(all_params, opts.l2_weight_decay, scale, grads=grads)
+        losses.append(loss.detach())
+        hits.append(count_hits(logits, yc))
+        return grads
