@@ -2,14 +2,21 @@
 
 Every non-SAM run of Table 1 was allowed twice the epochs of its SAM twin, and the table prints the
 better of the two (the paper cells carry a ``baseline_note`` saying so). Given compare.py's rows (one per
-cell of our runs), each SGD row at N epochs whose paper cell carries that note is paired with our row at
-2N epochs that agrees on every other field (model, dataset, augment, rho, m, label noise); the pair's
+group of identical runs), each SGD row at N epochs whose paper cell carries that note is paired with our
+row at 2N epochs that agrees on every other field (model, dataset, augment, rho, m, label noise) and on
+every other recorded setting (a row without a recorded config: on those fields alone); the pair's
 statistic is the row with the lower mean test error, and which of N and 2N won is reported with both.
 """
 
 from __future__ import annotations
 
-from analysis.runs import CELL_KEYS
+from analysis.runs import CELL_KEYS, freeze
+
+
+def _key(row: dict, epochs) -> tuple:
+    """The row's cell and settings with its epochs replaced: equal for two halves of one baseline."""
+    cell = tuple(epochs if k == "epochs" else row[k] for k in CELL_KEYS)
+    return cell, freeze(row.get("settings"), drop=("epochs",))
 
 
 def has_best_of_rule(paper_cell: dict | None) -> bool:
@@ -19,13 +26,13 @@ def has_best_of_rule(paper_cell: dict | None) -> bool:
 
 def best_of_n_and_2n(rows: list[dict]) -> list[dict]:
     """One dict per (N row, 2N row) pair: the cell, both halves, the winner and its difference to the paper."""
-    by_key = {tuple(r[k] for k in CELL_KEYS): r for r in rows}
+    by_key = {_key(r, r["epochs"]): r for r in rows if r["epochs"] is not None}
     pairs = []
     for row in rows:
         paper = row.get("paper_cell")
         if row["optimizer"] != "sgd" or row["epochs"] is None or not has_best_of_rule(paper):
             continue
-        doubled = by_key.get(tuple(2 * row["epochs"] if k == "epochs" else row[k] for k in CELL_KEYS))
+        doubled = by_key.get(_key(row, 2 * row["epochs"]))
         if doubled is None:
             continue
         best, which = (doubled, "2N") if doubled["test_error_mean"] < row["test_error_mean"] else (row, "N")

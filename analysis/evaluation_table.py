@@ -1,8 +1,9 @@
 """The "beyond test error" table of compare.py: evaluation.json (scripts/evaluate.py) per cell, over seeds.
 
-For every cell (compare.py's grouping: model, dataset, augment, epochs, optimizer, rho, m, label noise)
-with at least one evaluated run: mean ± the 95% t-interval half-width over seeds of ECE, NLL, feature rank,
-linear-probe error and mean corruption error, so a cell's SAM and SGD rows read side by side.
+For every group of identical evaluated runs (compare.py's grouping, analysis/runs.py ``group_identical``:
+one cell, every recorded setting but the seed equal, a copied run directory once; "differs" says what sets
+a group apart from the others of its cell): mean ± the 95% t-interval half-width over seeds of ECE, NLL,
+feature rank, linear-probe error and mean corruption error, so a cell's SAM and SGD rows read side by side.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 from pathlib import Path
 
 from analysis.confidence import mean_ci95
-from analysis.runs import CELL_KEYS, group_runs
+from analysis.runs import CELL_KEYS, group_identical
 
 COLUMNS = (  # (evaluation.json key path, header)
     (("ece_pct",), "ECE (%)"),
@@ -60,14 +61,14 @@ def evaluation_markdown(runs: list[dict]) -> str:
         "Mean ± 95% CI half-width over the evaluated seeds of each cell. Probe: the linear probe's test error on "
         "its target (named below); corruption: mean error over families and severities.",
         "",
-        "| model | dataset | augment | epochs | optimizer | ρ | evaluated seeds | "
+        "| model | dataset | augment | epochs | optimizer | ρ | differs | evaluated seeds | "
         + " | ".join(h for _, h in COLUMNS)
         + " | probe target |",
-        "|" + "---|" * (8 + len(COLUMNS)),
+        "|" + "---|" * (9 + len(COLUMNS)),
     ]
-    for key, members in group_runs([r for r, _ in evaluated]).items():
-        cell = dict(zip(CELL_KEYS, key, strict=True))
-        evs = [by_dir[str(r["run_dir"])] for r in members]
+    for group in group_identical([r for r, _ in evaluated]):
+        cell = dict(zip(CELL_KEYS, group["cell"], strict=True))
+        evs = [by_dir[str(r["run_dir"])] for r in group["runs"]]
         targets = sorted(
             {
                 f"{_get(e, ('linear_probe', 'dataset'))} {_get(e, ('linear_probe', 'classes')) or ''}".strip()
@@ -76,7 +77,7 @@ def evaluation_markdown(runs: list[dict]) -> str:
         )
         out.append(
             f"| {cell['model']} | {cell['dataset']} | {cell['augment']} | {cell['epochs']} | {cell['optimizer']} "
-            f"| {cell['rho']:g} | {len(evs)} | "
+            f"| {cell['rho']:g} | {', '.join(group['differs']) or '—'} | {len(evs)} | "
             + " | ".join(_cell([_get(e, path) for e in evs]) for path, _ in COLUMNS)
             + f" | {', '.join(targets)} |"
         )

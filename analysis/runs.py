@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -330,9 +331,11 @@ def group_identical(runs: Iterable[dict]) -> list[dict]:
     Each group: ``cell`` (the CELL_KEYS tuple), ``settings`` (None for results.json files without a
     config: those pool by the cell keys only), ``runs`` (one per seed), ``duplicates`` (further runs with
     a seed already in the group: a copied run directory counts once; each with ``duplicate_of``), and
-    ``differs``: the settings that set it apart from the other groups of its cell as ``key=value`` strings
-    (empty when the cell has one group; :data:`LEGACY_NOTE` for a group without a config). Groups come
-    sorted by cell, then by ``differs``; runs within a group by path.
+    ``differs``: what sets it apart from the other groups of its cell, as ``key=value`` strings: each
+    setting that varies in the cell where the group's value is not the one most groups share (with no
+    such value, every group lists its own). Empty when the cell has one group, or for the usual settings;
+    :data:`LEGACY_NOTE` for a group without a config. Groups come sorted by cell, then by ``differs``;
+    runs within a group by path.
     """
     by_key: dict[tuple, list[dict]] = {}
     for run in sorted(runs, key=lambda r: str(r["path"])):
@@ -356,19 +359,21 @@ def group_identical(runs: Iterable[dict]) -> list[dict]:
         by_cell.setdefault(group["cell"], []).append(group)
     for siblings in by_cell.values():
         known = [g["settings"] for g in siblings if g["settings"] is not None]
-        keys = sorted(
-            {
-                k
-                for s in known
-                for k in s
-                if len({json.dumps(t.get(k, ABSENT), default=str) for t in known}) > 1
-            }
-        )
+        usual = {}  # per key that varies in the cell: the value more groups have than any other, if one
+        for key in sorted({k for s in known for k in s}):
+            counts = Counter(json.dumps(s.get(key, ABSENT), default=str) for s in known)
+            if len(counts) > 1:
+                (top, n_top), *rest = counts.most_common()
+                usual[key] = top if n_top > rest[0][1] else None
         for group in siblings:
             if group["settings"] is None:
                 group["differs"] = [LEGACY_NOTE]
-            else:
-                group["differs"] = [f"{k}={format_value(group['settings'].get(k, ABSENT))}" for k in keys]
+                continue
+            group["differs"] = [
+                f"{k}={format_value(group['settings'].get(k, ABSENT))}"
+                for k, common in usual.items()
+                if json.dumps(group["settings"].get(k, ABSENT), default=str) != common
+            ]
     return sorted(groups, key=lambda g: (_sortable(g["cell"]), g["differs"]))
 
 

@@ -119,7 +119,7 @@ def runs_dir(tmp_path):
 
 def test_compare_csv_means_cis_paper_numbers_and_missing_cells(runs_dir, tmp_path):
     out = tmp_path / "table.csv"
-    proc = run_compare(runs_dir, "--csv", "--out", out)
+    proc = run_compare(runs_dir, "--csv", "--out", out, "--missing")
     assert proc.returncode == 0, proc.stderr
     # Bad files are named on stderr and skipped; the good runs are still there.
     assert str(runs_dir / "corrupt" / "results.json") in proc.stderr
@@ -176,7 +176,7 @@ def test_compare_csv_means_cis_paper_numbers_and_missing_cells(runs_dir, tmp_pat
 
 
 def test_compare_markdown_table_and_missing_section(runs_dir):
-    proc = run_compare(runs_dir)
+    proc = run_compare(runs_dir, "--missing")
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
     sam_line = next(
@@ -199,6 +199,10 @@ def test_compare_with_no_runs_says_so(tmp_path):
     proc = run_compare(tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "No runs found" in proc.stdout
+    assert "146 paper cells without runs are not listed: add --missing to list them" in proc.stdout
+    assert "## Paper cells without runs" not in proc.stdout
+    proc = run_compare(tmp_path, "--missing")
+    assert proc.returncode == 0, proc.stderr
     assert "## Paper cells without runs (146)" in proc.stdout
 
 
