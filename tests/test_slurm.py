@@ -50,6 +50,14 @@ README_SBATCH = (
     "hydra.run.dir=runs/slurm_sbatch"
 )
 README_DDP = "hydra.launcher.tasks_per_node=2"
+# docs/operations.md's fire-and-forget sweep and its status command, verbatim (runs/ becomes the test's
+# directory): one small driver job (1 CPU) and two jobs of 2 CPUs on the node's 16.
+DOCS_SWEEP = (
+    "sbatch --partition=debug --time=10 scripts/sbatch/sweep.sbatch hydra/launcher=slurm_cpu "
+    "hydra.launcher.partition=debug model=wrn_tiny dataset=digits device=cpu epochs=1 "
+    "trainer.limit_train_batches=1 batch_size=32 m=null seed=0,1 hydra.sweep.dir=runs/slurm_sweep"
+)
+DOCS_STATUS = ".venv/bin/python scripts/sweep_status.py runs/slurm_sweep"
 SBATCH_RUN = README_SBATCH.split("train.sbatch ")[1].rsplit(" hydra.run.dir", 1)[0].split()
 
 
@@ -375,3 +383,55 @@ def test_job_that_dies_without_output_ends_the_launcher_instead_of_hanging(outco
     assert out.returncode not in (0, None), out.describe()
     assert "has not produced any output" in out.output, out.describe()
     assert "Bypassing sacct error" not in out.output, out.describe()
+
+
+# ------------------------------------------------------------------------------ fire-and-forget sweeps
+@pytest.fixture(scope="module")
+def sweep_fire_and_forget(cluster, tmp_path_factory) -> tuple[Outcome, float, list[int]]:
+    """docs/operations.md's ``sbatch scripts/sbatch/sweep.sbatch ...``, then its status command until it
+    reports every job finished (bounded). Its own fixture: ``-k fire_and_forget`` runs it alone."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    args = DOCS_SWEEP.replace("runs/", f"{tmp}/").split()
+    env = env_with({"PYTHON": sys.executable})
+    start = time.monotonic()
+    job_id = slurm(args[0], "--parsable", f"--output={tmp}/driver-%j.out", *args[1:], env=env).strip()
+    submit_s = time.monotonic() - start
+    status_cmd = [sys.executable, *DOCS_STATUS.replace("runs/", f"{tmp}/").split()[1:]]
+    outcome = Outcome(job_id=job_id, run_dir=tmp / "slurm_sweep")
+    codes: list[int] = []
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        proc = subprocess.run(status_cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        codes.append(proc.returncode)
+        outcome.returncode, outcome.output = proc.returncode, proc.stdout + proc.stderr
+        if proc.returncode in (0, 3):  # nothing left to wait for
+            break
+        time.sleep(2)
+    else:
+        outcome.notes.append(f"the sweep was not finished after {DEADLINE_S} s")
+        subprocess.run(["scancel", job_id])
+    outcome.output += "".join(
+        f"\n--- {p.name}\n{p.read_text(errors='replace')[-6000:]}"
+        for p in sorted([*tmp.glob("driver-*.out"), *tmp.rglob("*_log.err")])
+    )
+    return outcome, submit_s, codes
+
+
+def test_fire_and_forget_sweep_returns_at_once_and_its_status_reports_both_jobs_finished(
+    sweep_fire_and_forget,
+):
+    """Issue 23 item 8: submit a sweep, exit, check on it later with one command; job directories are
+    named by the swept key only."""
+    out, submit_s, codes = sweep_fire_and_forget
+    assert submit_s < 5, f"sbatch took {submit_s:.1f} s"
+    assert out.returncode == 0, out.describe()
+    assert 1 in codes or 2 in codes, codes  # seen before it finished: not yet there (2) or queued (1)
+    assert sorted(p.parent.name for p in out.run_dir.glob("*/results.json")) == ["0_seed=0", "1_seed=1"]
+    assert "2 jobs: 2 finished" in out.output, out.describe()
+    assert f"submitted by SLURM job {out.job_id}" in out.output, out.describe()
+
+
+def test_docs_sweep_commands_are_the_tested_ones():
+    docs = (REPO / "docs" / "operations.md").read_text()
+    for command in (DOCS_SWEEP, DOCS_STATUS):
+        assert command in docs, f"docs/operations.md no longer shows the tested command: {command}"
