@@ -73,9 +73,11 @@ MODELS = ("resnet18", "wrn16_8", "wrn_tiny_digits")
 INPUT_SHAPE = {"wrn_tiny_digits": (1, 8, 8)}
 VARIANTS = ("sgd", "sam", "asam", "chunked", *EFFICIENT_VARIANTS)
 # --efficient: the SAM family of issue 15 beside SGD and SAM, each with its paper's defaults (configs/optimizer/)
-# and the rho of SAM; MESA's trajectory loss on from the first step (its cost is the teacher forward).
+# and the rho of SAM; MESA's trajectory loss on from the first step (its cost is the teacher forward), SAF's
+# from the second (one step per "epoch"), SAM-late's last 12.5% of the rounds rounded to whole steps.
+# benchmarks/bench_variants.py is the measurement with intervals (issue 21).
 EFFICIENT = ("sgd", "sam", *EFFICIENT_VARIANTS)
-EFFICIENT_OPTIONS = {"mesa": {"start_epoch": 0}}
+EFFICIENT_OPTIONS = {"mesa": {"start_epoch": 0}, "saf": {"past_epochs": 1, "start_epoch": 1}}
 EFFICIENT_ROUNDS = 10  # two LookSAM cycles (k = 5); per-step cost is the mean over them
 NUM_CLASSES = 10
 LR, MOMENTUM = 0.05, 0.9
@@ -221,15 +223,19 @@ def make_variant(
     if name == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), **sgd)
     elif name in EFFICIENT_VARIANTS:  # schedules span the timed rounds (reset after warmup)
+        options = EFFICIENT_OPTIONS.get(name)
+        if name == "sam_late":
+            options = {"late_fraction": None, "late_epochs": max(1, round(0.125 * args.rounds))}
         opt = build_variant(
             name,
             model.parameters(),
             model=model,
             rho=SAM_RHO,
-            options=EFFICIENT_OPTIONS.get(name),
+            options=options,
             total_steps=args.rounds,
             steps_per_epoch=1,
             seed=args.seed,
+            example_indices=(lambda: torch.arange(args.batch_size)) if name == "saf" else None,
             **sgd,
         )
     elif name == "asam":
