@@ -274,7 +274,7 @@ def test_saf_matches_the_trajectory_loss_against_outputs_of_past_epochs(m):
     """16 examples, batches of 8 (2 steps per epoch), a new order every epoch, E = 2: from epoch 2 on the
     loss of example i compares with its own logits recorded in epoch e - 2 (the training forward's)."""
     model, ref_model = mlp(), mlp()
-    lam, tau, past_epochs, epochs = 0.5, 2.0, 2, 5
+    lam, tau, past_epochs, epochs = 0.5, 2.0, 2, 4
     g = torch.Generator().manual_seed(3)
     pool_x = torch.randn(16, 6, generator=g, dtype=torch.float64)
     pool_y = torch.randint(0, 4, (16,), generator=g)
@@ -327,7 +327,7 @@ def test_esam_with_chunks_runs_its_step_per_chunk():
 
 def test_ae_sam_with_chunks_decides_from_the_mean_chunk_statistic():
     model, ref_model = mlp(), mlp()
-    total, delta, l1, l2c = 10, 0.6, -0.5, 0.8
+    total, delta, l1, l2c = 7, 0.6, -0.5, 0.8
     opt = make("ae_sam", model, options={"delta": delta, "lambda1": l1, "lambda2": l2c}, total_steps=total)
     step = select_step(opt, 4, 16)
     w, buf, mean, var, kinds = weights(model), {}, 0.0, 0.0, []
