@@ -59,6 +59,8 @@ TINY_RUN = [
 
 # Differ between two otherwise identical runs (clock-dependent); everything else in results.json must not.
 TIMING_KEYS = ("wall_time_s", "images_per_s", "epoch_time_s")
+# Where the code came from: HEAD may move while the suite runs in a shared checkout.
+PROVENANCE_KEYS = ("git_commit", "git_commits", "git_dirty")
 
 
 @dataclass
@@ -139,9 +141,9 @@ def run_many(jobs: list[dict[str, Any]], workers: int = 3) -> list[Run]:
 
 
 def results_numbers(run_dir: Path) -> dict[str, Any]:
-    """results.json without the clock-dependent keys: what an interrupted run must reproduce exactly."""
+    """results.json without the clock and provenance keys: what an interrupted run must reproduce exactly."""
     results = json.loads((Path(run_dir) / "results.json").read_text())
-    return {k: v for k, v in results.items() if k not in TIMING_KEYS}
+    return {k: v for k, v in results.items() if k not in TIMING_KEYS + PROVENANCE_KEYS}
 
 
 def metrics_records(run_dir: Path) -> list[dict[str, Any]]:

@@ -92,7 +92,6 @@ def assert_same_run(run_dir: Path, reference: Path, *, ignore_config: tuple[str,
     """results.json numbers, metrics.jsonl and final weights equal the reference run's, bit for bit."""
     ours, ref = results_numbers(run_dir), results_numbers(reference)
     for results in (ours, ref):
-        results.pop("git_commit")  # provenance: the lead may commit while the suite runs
         for dotted in ignore_config:  # e.g. the checkpoint interval: how often, not what, is computed
             *parents, leaf = dotted.split(".")
             node = results["config"]
