@@ -411,7 +411,7 @@ def read_metrics(path: Path, warn: Warn = warn_stderr) -> list[dict]:
 # results.json files written before the spec block existed (before issue 19's RunSpec) record only the
 # top-level optimizer, rho and m (m null for SGD in the oldest ones). Their facts are derived here, as
 # the readers did then; this is the only place in analysis/ that derives them.
-RHO_FREE = ("mesa",)  # sam.variants.WITHOUT_RHO: recorded with rho 0, yet not the SGD baseline
+RHO_FREE = ("mesa", "saf")  # sam.variants.WITHOUT_RHO: recorded with rho 0, yet not the SGD baseline
 
 
 def legacy_optimizer(name: str, rho: float) -> str:

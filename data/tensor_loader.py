@@ -74,6 +74,7 @@ class TensorLoader:
         self._bounds = plan(self.num_examples, batch_size, world_size, rank)
         self.epoch = 0
         self.start_batch = 0
+        self.batch_indices: torch.Tensor | None = None  # dataset rows of the last training batch yielded
 
     def __len__(self) -> int:
         return len(self._bounds)
@@ -121,4 +122,5 @@ class TensorLoader:
             x = normalise(unpack_pixels(x, c), self.mean, self.std)
             if spec.cutout_size > 0 and spec.cutout_mode == "per_image":  # per batch: BatchCutoutLoader
                 x.mul_(cutout_keep_mask(cut_y[lo:hi], cut_x[lo:hi], spec.cutout_size, h, w))
+            self.batch_indices = perm[lo:hi]  # SAF keeps past outputs per example (sam/variants/saf.py)
             yield x, self.labels[perm[lo:hi]]

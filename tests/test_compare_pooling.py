@@ -308,3 +308,6 @@ def test_paper_cells_without_runs_are_listed_only_with_missing(tmp_path):
     assert {r["status"] for r in csv_rows(proc)} == {"matched"}
     assert "145 paper cells without runs are not listed: add --missing" in proc.stderr
     assert sum(r["status"] == "missing" for r in csv_rows(run_compare(tmp_path, "--csv", "--missing"))) == 145
+    from sam.variants import WITHOUT_RHO
+
+    assert set(run_reader.RHO_FREE) == WITHOUT_RHO  # the built-in variants that record rho 0

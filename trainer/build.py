@@ -112,7 +112,7 @@ def build_unchecked(spec: RunSpec, ctx: DistContext) -> Objects:
         raise ValueError(
             f"batch_size={cfg.batch_size} leaves no full training batch ({data.num_train} examples); lower batch_size"
         )
-    built = build_optimizer(spec, raw_model, steps_per_epoch)
+    built = build_optimizer(spec, raw_model, steps_per_epoch, data)
     step_fn = select_step(built.optimizer, spec.step_m, spec.per_device_batch)
 
     model: nn.Module = raw_model
@@ -177,7 +177,9 @@ class BuiltOptimizer:
     l2_weight_decay: float  # added to the loss by the step functions (l2_loss mode), else 0
 
 
-def build_optimizer(spec: RunSpec, model: nn.Module, steps_per_epoch: int) -> BuiltOptimizer:
+def build_optimizer(
+    spec: RunSpec, model: nn.Module, steps_per_epoch: int, data: DataBundle | None = None
+) -> BuiltOptimizer:
     """SGD, SAM/ASAM or a variant over SGD, with weight decay where the spec says."""
     cfg = spec.cfg
     opt_cfg = cfg.optimizer
@@ -200,8 +202,29 @@ def build_optimizer(spec: RunSpec, model: nn.Module, steps_per_epoch: int) -> Bu
             total_steps=cfg.epochs * steps_per_epoch,
             steps_per_epoch=steps_per_epoch,
             seed=cfg.seed,
+            **example_identity(spec, data),
             **sam_kwargs,
         )
     else:
         optimizer = SAM(params, torch.optim.SGD, **sam_kwargs)
     return BuiltOptimizer(optimizer, optimizer.base_optimizer, l2)
+
+
+def example_identity(spec: RunSpec, data: DataBundle | None) -> dict[str, Any]:
+    """Which dataset rows each training batch holds, for variants that remember past outputs (SAF).
+
+    The tensor loader says so (``batch_indices``, this rank's rows); torchvision's DataLoader does not, so
+    such a variant is refused there with the way out.
+    """
+    if data is None:
+        return {}
+    loader = data.train
+    if getattr(loader, "batch_indices", "absent") == "absent":
+        if spec.optimizer == "saf":
+            raise ValueError(
+                f"optimizer=saf needs the dataset rows of every batch, which only the tensor loader gives; "
+                f"dataset={spec.dataset} runs on torchvision's DataLoader here: use dataset.loader=tensor, "
+                "or another optimizer"
+            )
+        return {}
+    return {"example_indices": lambda: loader.batch_indices, "num_examples": data.num_train}
