@@ -1,8 +1,7 @@
 """The SAM variants through ``python train.py``: every config composes and builds its step at the default
 m (``optimizer=<name>`` runs as typed), and a run killed by SIGKILL and resumed ends bit-identical to an
-uninterrupted one (per-run state rides in the checkpoint). SAF, whose example indices the trainer does not
-give yet, is refused by train.py with that reason, and runs through ``tests/saf_wiring.py`` (train.py with
-the indices wired as the trainer is to wire them)."""
+uninterrupted one (per-run state rides in the checkpoint). SAF, which remembers past outputs per example,
+takes each batch's dataset rows from the tensor loader; on torchvision's loader it is refused."""
 
 from __future__ import annotations
 
@@ -117,25 +116,28 @@ def test_sigkill_and_resume_of_stateful_variants_match_uninterrupted_runs(tmp_pa
         assert ours["optimizer"] == name
 
 
-def saf_command(run_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "tests/saf_wiring.py", *TINY, "epochs=3", *extra, f"hydra.run.dir={run_dir}"]
+def saf_command(run_dir: Path, *extra: str, fault: str | None = None) -> list[str]:
+    script = "tests/faults.py" if fault else "train.py"
+    return [sys.executable, script, *TINY, "epochs=3", *extra, f"hydra.run.dir={run_dir}"]
 
 
 @pytest.mark.slow
-def test_saf_is_refused_by_train_py_and_resumes_exactly_once_its_indices_are_wired(tmp_path: Path):
-    (refused,) = run_many([{"args": [*TINY, "optimizer=saf"], "run_dir": tmp_path / "refused"}])
+def test_saf_runs_through_train_py_and_resumes_exactly(tmp_path: Path):
+    (refused,) = run_many(
+        [{"args": [*TINY, "optimizer=saf", "dataset.loader=torchvision"], "run_dir": tmp_path / "refused"}]
+    )
     assert refused.returncode == 2, refused.output
-    assert "optimizer=saf needs the training-set index of every example" in refused.output
+    assert "optimizer=saf needs the dataset rows of every batch" in refused.output
     assert not (tmp_path / "refused").exists()  # a refused command changes nothing
 
-    # Through train.py with the indices wired (tests/saf_wiring.py): the loss of epoch e against the
+    # Through train.py: the loss of epoch e against the
     # outputs of epoch e - 1 from epoch 1 on; killed at step 6 (in epoch 1, its table of epoch 0 in the
     # checkpoint), resumed, equal to the uninterrupted run bit for bit.
     args = ["optimizer=saf", "optimizer.variant.past_epochs=1", "optimizer.variant.start_epoch=1", EVERY_STEP]
 
     def run(name: str, fault: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
-            saf_command(tmp_path / name, *args), cwd=REPO, env=child_env(fault=fault),
+            saf_command(tmp_path / name, *args, fault=fault), cwd=REPO, env=child_env(fault=fault),
             capture_output=True, text=True, timeout=600,
         )  # fmt: skip
 
