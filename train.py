@@ -78,10 +78,15 @@ def main(cfg: DictConfig) -> float | None:
         message = (
             str(err) if cause is None else f"no space left on the device writing {cause.filename or run_dir}"
         )
-        log.error("%s", message)
-        records.close()
         if multirun:
+            log.error("%s", message)
+            records.close()
             raise  # Hydra marks this job failed; the other jobs of the sweep go on
+        if records.file_handler is not None:  # train.log gets it; the terminal once, from the line below
+            records.file_handler.handle(
+                log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None)
+            )
+        records.close()
         print(f"error: {message}", file=sys.stderr)
         sys.exit(int(code))
     release_claim(run_dir, refused=False)

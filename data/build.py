@@ -33,6 +33,7 @@ from data.imagenet import (
 from data.label_noise import LABEL_NOISE_PROTOCOLS, noisy_labels
 from data.resolution import RepeatedLoader, ResizedLoader
 from data.splits import train_val_split
+from data.standin import is_standin
 from data.svhn_fashion import (
     FASHION_CLASSES,
     FASHION_MEAN,
@@ -347,6 +348,17 @@ def build_data(
         sampler = PlanBatchSampler(len(labels), bs, train=train, seed=seed, **shard)
         return TorchLoader(dataset, sampler, device=dev, num_workers=_workers(num_workers))
 
+    fingerprint = data_fingerprint(
+        raw.train_images,
+        raw.train_labels,
+        raw.test_images,
+        raw.test_labels,
+        num_train=len(noisy),
+        num_val=len(val_idx),
+        num_classes=raw.num_classes,
+    )
+    if name != "digits" and is_standin(root):  # scripts/make_standin_data.py's files: say so in results.json
+        fingerprint["standin"] = True
     val = None
     if len(val_idx):
         val = make(_subset(raw.train_images, val_idx), raw.train_labels[val_idx], False, eval_batch_size)
@@ -363,13 +375,5 @@ def build_data(
         mean=tuple(raw.mean),
         std=tuple(raw.std),
         class_names=raw.class_names,
-        fingerprint=data_fingerprint(
-            raw.train_images,
-            raw.train_labels,
-            raw.test_images,
-            raw.test_labels,
-            num_train=len(noisy),
-            num_val=len(val_idx),
-            num_classes=raw.num_classes,
-        ),
+        fingerprint=fingerprint,
     )

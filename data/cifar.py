@@ -1,15 +1,18 @@
-"""CIFAR-10 / CIFAR-100 through ``torchvision.datasets``: its ``.data`` / ``.targets`` feed our loaders.
+"""CIFAR-10 / CIFAR-100: torchvision downloads the archive, ``data.cifar_files`` reads the pickles.
 
 On-disk format (https://www.cs.toronto.edu/~kriz/cifar.html), under ``root``:
 
 * ``cifar-10-batches-py/``: ``data_batch_1`` .. ``data_batch_5``, ``test_batch``, ``batches.meta``;
-* ``cifar-100-python/``: ``train``, ``test``, ``meta`` (torchvision reads the 100 fine labels).
+* ``cifar-100-python/``: ``train``, ``test``, ``meta`` (the 100 fine labels are read).
 
-torchvision reads the pickles (only read files you downloaded from the official source) and downloads
-the archive when asked. What we add: a clear ``DatasetNotFoundError`` naming the directory, the missing
-files and how to get them, instead of torchvision's "Dataset not found or corrupted". Like our reader
-before it, we check that the files exist, not their md5 (torchvision's per-file check would reject the
-small files the tests write in the real format); the archive's md5 is still checked on download.
+Only read pickles you downloaded from the official source (or wrote with scripts/make_standin_data.py).
+When files are missing and dataset.download is on, the download host is probed first
+(``data.download_check``, a few seconds at most), so an offline machine gets one ``DatasetNotFoundError``
+naming ``dataset.root``, the files expected there and the ways out, instead of a resolver's timeouts.
+Like our reader before it, we check that the files exist, not their md5 (the md5 would reject stand-in
+files in the real format); the archive's md5 is still checked on download. Each file is read on its own,
+so a damaged or foreign file is a ValueError naming it (``data/cifar_files.py``); pickles with bytes
+keys, as Python 3 conversion scripts write them, hold the official arrays and are read as they are.
 """
 
 from dataclasses import dataclass
@@ -18,8 +21,9 @@ from pathlib import Path
 import numpy as np
 from torchvision import datasets
 
-from data.cifar_files import find_bad_cifar_file
-from data.errors import DatasetNotFoundError
+from data.cifar_files import read_cifar_batch, read_cifar_names
+from data.download_check import unreachable
+from data.errors import DatasetNotFoundError, missing_data_message
 
 
 @dataclass(frozen=True)
@@ -66,68 +70,64 @@ CIFAR100 = CifarSpec(
 CIFAR_SPECS = {spec.name: spec for spec in (CIFAR10, CIFAR100)}
 
 
-def _files_present(cls: type[datasets.CIFAR10]) -> type[datasets.CIFAR10]:
-    """``cls`` whose integrity check is "the file exists" (md5 None, which torchvision's check accepts)."""
-    return type(
-        cls.__name__,
-        (cls,),
-        {
-            "train_list": [[f, None] for f, _ in cls.train_list],
-            "test_list": [[f, None] for f, _ in cls.test_list],
-            "meta": {**cls.meta, "md5": None},
-        },
-    )
-
-
 def _missing(directory: Path, spec: CifarSpec) -> list[str]:
     return [f for f in spec.files if not (directory / f).is_file()]
 
 
-def _not_found_message(directory: Path, spec: CifarSpec, missing: list[str], why: str) -> str:
-    return (
-        f"{spec.name}: {why}. Looked in {directory} for {', '.join(spec.files)}; "
-        f"missing: {', '.join(missing)}. "
-        f"Get the data with download=True (needs internet), or download {spec.url} (md5 {spec.md5}) and "
-        f"extract it inside {directory.parent} so that {directory} holds those files, or point the config "
-        f"at the directory that contains {spec.dirname}/ with dataset.root=..."
+def _not_found(
+    root: Path, spec: CifarSpec, missing: list[str], why: str, download: bool
+) -> DatasetNotFoundError:
+    directory = root / spec.dirname
+    expected = f"{spec.dirname}/{{{','.join(spec.files)}}}" + (
+        "" if missing == list(spec.files) else f" (missing: {', '.join(missing)})"
+    )
+    get = f"download {spec.url} (md5 {spec.md5}) and extract it in {root}, which makes {directory}"
+    return DatasetNotFoundError(
+        missing_data_message(spec.name, root, expected, why, download=download, get=get)
     )
 
 
-def open_cifar(spec: CifarSpec, root: str | Path, *, train: bool, download: bool = True) -> datasets.CIFAR10:
-    """torchvision's dataset for one split, downloading the archive first if files are missing and allowed."""
+def ensure_cifar_files(spec: CifarSpec, root: str | Path, *, download: bool = True) -> Path:
+    """The directory holding every file of ``spec``, downloading the archive first if files are missing,
+    download is on and the host answers (``data.download_check``: an offline machine is told in seconds)."""
     root = Path(root).expanduser()
     directory = root / spec.dirname
     missing = _missing(directory, spec)
     if missing and download:
+        offline = unreachable(spec.url)
+        if offline is not None:
+            raise _not_found(
+                root, spec, missing, f"files are missing and cannot be downloaded: {offline}", True
+            )
         try:
-            spec.dataset_class(str(root), train=train, download=True)  # fetches and checks the archive
-        except Exception as err:  # offline, bad checksum, unwritable root: all end the same way
-            raise DatasetNotFoundError(
-                _not_found_message(directory, spec, missing, f"the download failed ({err!r})")
+            spec.dataset_class(str(root), train=True, download=True)  # fetches and checks the archive
+        except Exception as err:  # bad checksum, unwritable root, a dropped connection
+            raise _not_found(
+                root, spec, missing, f"the download of {spec.url} failed ({err!r})", True
             ) from err
         missing = _missing(directory, spec)
     if missing:
-        why = "files are missing after the download" if download else "files are missing and download=False"
-        raise DatasetNotFoundError(_not_found_message(directory, spec, missing, why))
-    try:
-        return _files_present(spec.dataset_class)(str(root), train=train, download=False)
-    except Exception as err:  # torchvision names no file: find the bad one, say what is wrong with it
-        bad = find_bad_cifar_file(directory, spec.files, spec.dataset_class.meta["filename"])
-        if bad is None:
-            raise
-        raise ValueError(f"{spec.name}: {bad}; re-download or re-extract the official files") from err
+        why = (
+            "files are missing after the download"
+            if download
+            else "files are missing and dataset.download=false"
+        )
+        raise _not_found(root, spec, missing, why, download)
+    return directory
 
 
 def load_cifar(
     spec: CifarSpec, root: str | Path, *, train: bool, download: bool = True
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """One whole split: images (N, 32, 32, 3) uint8 (H, W, RGB), labels (N,) int64 in [0, num_classes),
-    and the class names (from ``batches.meta`` / ``meta``)."""
-    dataset = open_cifar(spec, root, train=train, download=download)
-    images = np.ascontiguousarray(dataset.data, dtype=np.uint8)
-    labels = np.asarray(dataset.targets, dtype=np.int64)
-    if images.shape[1:] != (32, 32, 3) or labels.shape != (len(images),):
-        raise ValueError(f"{spec.name} under {root}: images {images.shape} / labels {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() >= spec.num_classes):
-        raise ValueError(f"{root}: labels outside [0, {spec.num_classes}) for {spec.name}")
-    return images, labels, tuple(str(n) for n in dataset.classes)
+    and the class names (from ``batches.meta`` / ``meta``). A bad file is a ValueError naming it."""
+    directory = ensure_cifar_files(spec, root, download=download)
+    cls = spec.dataset_class
+    batches = [
+        read_cifar_batch(directory / f, spec.num_classes)
+        for f, _ in (cls.train_list if train else cls.test_list)
+    ]
+    names = read_cifar_names(directory / cls.meta["filename"], cls.meta["key"], spec.num_classes)
+    images = np.concatenate([x for x, _ in batches])
+    labels = np.concatenate([y for _, y in batches])
+    return images, labels, names
