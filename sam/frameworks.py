@@ -19,7 +19,9 @@ Never imports a framework: it only looks at modules the user has already importe
 from __future__ import annotations
 
 import functools
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -71,7 +73,7 @@ class FrameworkInterop:
     ) -> None:
         """davda54/sam's ``loss.backward(); optimizer.step(closure)``: e(w) from the gradients already
         present, the closure once at w + e(w), the base step; returns None, as davda54/sam does."""
-        if is_lightning_closure(closure):
+        if lightning_accumulates(closure):
             raise RuntimeError(LIGHTNING_ACCUMULATION)
         self.first_step(zero_grad=True)
         if self.grad_norm is not None and not bool(self.grad_norm > 0):
@@ -80,6 +82,44 @@ class FrameworkInterop:
         self._second_pass(closure, frozen_bn)
         self.second_step(zero_grad=True)
         return None
+
+    @staticmethod
+    def _first_pass_closure(closure: Callable[[], Tensor]) -> Callable[[], Tensor]:
+        """The closure to call at w. Lightning's automatic optimization hands ``step`` its closure wrapped
+        in ``plugin._wrap_closure``, which runs ``on_before_optimizer_step`` and gradient clipping after
+        it; at w that would clip the gradient e(w) is taken from (value clipping turns its direction).
+        Pass 1 calls the closure inside the wrapper, so hooks and clipping run once, on the final gradient."""
+        inner = lightning_inner_closure(closure)
+        return closure if inner is None else inner
+
+    def _hold_framework_signals(self) -> None:
+        """Before w moves to w + e(w): a framework's signal handler that checkpoints (Lightning's SLURM
+        requeue on SIGUSR1) would save w + e(w), and ``state_dict()`` refuses to, so the handler would
+        fail, save nothing and never requeue. Until w is back, such signals are recorded, not handled."""
+        if self._pass.get("held_signals") is not None or not lightning_imported():
+            return
+        if threading.current_thread() is not threading.main_thread():
+            return
+        handlers = lightning_signal_handlers()
+        if not handlers:
+            return
+        received: list[tuple[int, Any]] = []
+        self._pass["held_signals"] = (handlers, received)
+        for signum in handlers:
+            signal.signal(signum, lambda num, frame: received.append((num, frame)))
+
+    def _release_framework_signals(self) -> None:
+        """Once w is back (``second_step``/``restore``): the framework's handlers again, and the signals that
+        arrived in between handled now, so a checkpoint holds w and a state_dict SAM can give."""
+        held = self._pass.get("held_signals")
+        if held is None:
+            return
+        self._pass["held_signals"] = None
+        handlers, received = held
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        for signum, frame in received:
+            handlers[signum](signum, frame)
 
     def _adopt_foreign_state_dict(self, state_dict: dict[str, Any]) -> dict[str, Any]:
         """Another SAM port's state dict as ours: missing rho/adaptive/eta from our defaults, and the
@@ -125,6 +165,43 @@ def is_lightning_closure(closure: Callable[[], Any]) -> bool:
     """Lightning's precision plugins pass ``functools.partial(plugin._wrap_closure, ...)`` to ``step``."""
     owner = getattr(getattr(closure, "func", None), "__self__", None)
     return type(owner).__module__.split(".")[0] in ("lightning", "pytorch_lightning")
+
+
+def lightning_inner_closure(closure: Callable[[], Any]) -> Callable[[], Any] | None:
+    """The training-step closure inside Lightning's ``partial(plugin._wrap_closure, model, optimizer,
+    closure)``, or None when ``closure`` is not that (any other caller, or a Lightning that wraps otherwise)."""
+    if not is_lightning_closure(closure) or getattr(closure.func, "__name__", "") != "_wrap_closure":
+        return None
+    args = getattr(closure, "args", ())
+    if len(args) != 3 or closure.keywords or not callable(args[2]):
+        return None
+    return args[2]
+
+
+def lightning_accumulates(closure: Callable[[], Any]) -> bool:
+    """A Lightning closure on a Trainer with ``accumulate_grad_batches > 1`` (gradients present at ``step``
+    are then an earlier batch's; without accumulation they are the user's own pass 1, davda54's port)."""
+    if not is_lightning_closure(closure):
+        return False
+    trainer = getattr(next(iter(getattr(closure, "args", ())), None), "_trainer", None)
+    return int(getattr(trainer, "accumulate_grad_batches", 1) or 1) > 1
+
+
+def lightning_imported() -> bool:
+    return "lightning" in sys.modules or "pytorch_lightning" in sys.modules
+
+
+def lightning_signal_handlers() -> dict[int, Callable[[int, Any], Any]]:
+    """The signals whose current handler is Lightning's (its ``_SignalConnector`` installs them in fit)."""
+    found = {}
+    for name in ("SIGUSR1", "SIGUSR2", "SIGHUP", "SIGTERM", "SIGINT"):
+        signum = getattr(signal, name, None)  # Windows has no SIGUSR1
+        if signum is None:
+            continue
+        handler = signal.getsignal(signum)
+        if callable(handler) and type(handler).__module__.split(".")[0] in ("lightning", "pytorch_lightning"):
+            found[int(signum)] = handler
+    return found
 
 
 def lightning_fp16_automatic(model: Any) -> bool:

@@ -75,6 +75,7 @@ class SAM(frameworks.FrameworkInterop, torch.optim.Optimizer):
             bn_saved=[],  # (buffer, value after pass 1) of ``model``'s BatchNorm statistics
             awaiting_second_step=False,  # first_step ran, the base step not yet
             grad_norm=None,
+            held_signals=None,  # (frameworks.py) a framework's checkpointing signal handlers, held while at w + e
         )
 
     # -- Algorithm 1 ----------------------------------------------------------------------------------
@@ -106,6 +107,7 @@ class SAM(frameworks.FrameworkInterop, torch.optim.Optimizer):
         directions = [gs if t is None else mul(gs, t, consume) for (_, _, gs), t in zip(groups, scales)]
         self._pass["grad_norm"] = norm = global_grad_norm([d for ds in directions for d in ds])
         perturbed = [p for _, ps, _ in groups for p in ps]
+        self._hold_framework_signals()  # (frameworks.py) until w is back
         self._save(perturbed)
         self._pass["perturbed"] = perturbed
         for (group, ps, _), t, d in zip(groups, scales, directions):
@@ -159,7 +161,7 @@ class SAM(frameworks.FrameworkInterop, torch.optim.Optimizer):
         self._refuse_inexact_closure_step()  # (frameworks.py)
         if any(p.grad is not None for p in self.params()):  # davda54/sam's call
             return self._step_from_present_gradients(closure, frozen_bn)  # (frameworks.py)
-        loss = _call(closure)
+        loss = _call(self._first_pass_closure(closure))  # (frameworks.py)
         self.first_step(zero_grad=True)
         self._second_pass(closure, frozen_bn)
         self.second_step(zero_grad=True)
@@ -197,6 +199,7 @@ class SAM(frameworks.FrameworkInterop, torch.optim.Optimizer):
             buffers, values = zip(*self._pass["bn_saved"])
             torch._foreach_copy_(list(buffers), list(values))
             self._pass["bn_saved"] = []
+        self._release_framework_signals()  # (frameworks.py)
 
     def _base_step(self) -> None:
         self._pass["awaiting_second_step"] = False
