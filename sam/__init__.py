@@ -6,6 +6,7 @@ variants in ``sam.variants``. This package is the optimizer library and nothing 
 it imports only torch and the standard library (tests/test_package.py installs it and checks).
 """
 
+from sam.accumulation import accumulated_sam_step
 from sam.batchnorm import frozen_bn_stats
 from sam.foreach import global_grad_norm
 from sam.optimizer import SAM
@@ -28,6 +29,7 @@ __all__ = [
     "Precision",
     "StepOptions",
     "StepResult",
+    "accumulated_sam_step",
     "decoupled_param_groups",
     "frozen_bn_stats",
     "global_grad_norm",

@@ -264,3 +264,65 @@ def test_step_without_closure_or_first_step_names_bf16_and_the_manual_recipe():
     optimizer = make_sam(net().parameters())
     with pytest.raises(ValueError, match=r"bf16.*manual two-call recipe"):
         optimizer.step()
+
+
+def _net_without_bn() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 25, 3)
+    ).double()
+
+
+def _accumulation_runs(sizes: list[int], steps: int = STEPS) -> tuple[nn.Module, SAM, nn.Module, SAM]:
+    """One-big-batch two-call SAM and ``sam.accumulated_sam_step`` over micro-batches of ``sizes``."""
+    g = torch.Generator().manual_seed(3)
+    n = sum(sizes)
+    data = [
+        (torch.randn(n, 3, 5, 5, generator=g).double(), torch.randint(0, 3, (n,), generator=g))
+        for _ in range(steps)
+    ]
+    big, accumulated = _net_without_bn(), _net_without_bn()
+    big_opt, acc_opt = make_sam(big.parameters()), make_sam(accumulated.parameters())
+    loss = nn.functional.cross_entropy
+    for x, y in data:
+        expected_loss = loss(big(x), y)
+        expected_loss.backward()
+        big_opt.first_step(zero_grad=True)
+        loss(big(x), y).backward()
+        big_opt.second_step(zero_grad=True)
+        micro = list(zip(x.split(sizes), y.split(sizes)))
+        got_loss = sam.accumulated_sam_step(acc_opt, micro, lambda b: loss(accumulated(b[0]), b[1]))
+        torch.testing.assert_close(got_loss, expected_loss.detach(), rtol=0, atol=1e-12)
+    return big, big_opt, accumulated, acc_opt
+
+
+@pytest.mark.parametrize("sizes", [[8, 8, 8, 8], [10, 6, 16]])
+def test_accumulated_sam_step_equals_the_one_big_batch_step(sizes):
+    """Issue 22: gradient accumulation in our two-call recipe (pass 1 over the micro-batches, one
+    first_step, pass 2 over them, one second_step) is the one-big-batch SAM step: float64, to round-off
+    (the sums run in another order; 1e-12 after 4 steps), weights and momentum buffers. Without BatchNorm:
+    with it, each micro-batch is normalised by its own statistics, as in any accumulation."""
+    big, big_opt, accumulated, acc_opt = _accumulation_runs(sizes)
+    for (name, a), b in zip(accumulated.state_dict().items(), big.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12, msg=name)
+    for a, b in zip(acc_opt.state_dict()["state"].values(), big_opt.state_dict()["state"].values()):
+        torch.testing.assert_close(a["momentum_buffer"], b["momentum_buffer"], rtol=0, atol=1e-12)
+    assert not any(
+        torch.equal(a, b) for a, b in zip(accumulated.parameters(), _net_without_bn().parameters())
+    )
+
+
+def test_accumulated_sam_step_with_one_micro_batch_is_the_two_call_step_bit_for_bit():
+    big, _, accumulated, _ = _accumulation_runs([32])
+    assert_same_state(accumulated, big)
+
+
+def test_accumulated_sam_step_refuses_gradients_already_present():
+    model = _net_without_bn()
+    optimizer = make_sam(model.parameters())
+    x, y = torch.randn(4, 3, 5, 5).double(), torch.randint(0, 3, (4,))
+    nn.functional.cross_entropy(model(x), y).backward()
+    with pytest.raises(RuntimeError, match="gradients already present"):
+        sam.accumulated_sam_step(
+            optimizer, [(x, y)], lambda b: nn.functional.cross_entropy(model(b[0]), b[1])
+        )
