@@ -559,12 +559,13 @@ def execute(
     examples = spec.epochs * objs.steps_per_epoch * spec.batch_size
     if ctx.device.type == "cpu" and (params > PAPER_SCALE_PARAMS or examples > PAPER_SCALE_EXAMPLES):
         log.warning(
-            "%s (%.1fM parameters) for %d epochs on %s is a GPU-scale run on a CPU: expect days to weeks "
-            "(the estimate follows after the first logged steps); use device=cuda, or a smaller model/epochs "
-            "to try the pipeline",
+            "%s (%.1fM parameters), %d epochs of %d examples, on %s: a GPU-scale run on a CPU, days to weeks at "
+            "full length (the run's own estimate follows after its first logged steps); use device=cuda for "
+            "real runs",
             spec.model,
             params / 1e6,
             spec.epochs,
+            objs.steps_per_epoch * spec.batch_size,
             device_name(ctx.device),
         )
     if spec.label_noise:
