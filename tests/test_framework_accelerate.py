@@ -9,6 +9,7 @@ import torch
 from accelerate.state import AcceleratorState, GradientState
 from framework_reference import (
     BATCH,
+    STEPS,
     assert_same_state,
     data,
     data_with_an_overflow,
@@ -146,3 +147,28 @@ def test_fp16_closure_is_refused_with_our_message_before_anything_runs(make_acce
     optimizer.zero_grad()
     two_call_recipe(accelerator, model, optimizer, loader)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("on", ["sam", "base_optimizer"])
+def test_prepared_scheduler_on_sam_or_on_base_optimizer_is_exact(make_accelerator, on):
+    """Issue 22: under Accelerate the scheduler may be attached to SAM or to ``optimizer.base_optimizer``
+    (the same param groups) and prepared; stepped after each SAM step it equals the README's loop."""
+    accelerator = make_accelerator()
+    model = net()
+    sam = make_sam(model.parameters(), model=model)
+    scheduler = torch.optim.lr_scheduler.StepLR(sam if on == "sam" else sam.base_optimizer, 1, 0.5)
+    loader = DataLoader(TensorDataset(*data()), batch_size=BATCH, shuffle=False)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, sam, loader, scheduler)
+    for x, y in loader:
+
+        def closure(x=x, y=y):
+            loss = nn.functional.cross_entropy(model(x), y)
+            accelerator.backward(loss)
+            return loss
+
+        optimizer.step(closure)
+        scheduler.step()
+        optimizer.zero_grad()
+    expected, _ = two_call_reference(scheduler=True)
+    assert_same_state(model, expected)
+    assert sam.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**STEPS)

@@ -9,6 +9,7 @@ import signal
 import lightning as L
 import pytest
 import torch
+import torchmetrics
 from framework_reference import (
     BATCH,
     STEPS,
@@ -310,3 +311,55 @@ def test_slurm_requeue_signal_between_the_passes_checkpoints_at_w_and_requeues(t
     model.train()(x)  # BatchNorm statistics: as after pass 1 of step `at` (SAM keeps pass 1's)
     for name in ("1.running_mean", "1.running_var", "1.num_batches_tracked"):
         torch.testing.assert_close(weights[name], model.state_dict()[name], rtol=0, atol=0, msg=name)
+
+
+class CountingSAM(AutomaticSAM):
+    """Counts examples with a torchmetrics metric, with and without the ``is_perturbed`` guard."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen_guarded, self.seen_unguarded = torchmetrics.SumMetric(), torchmetrics.SumMetric()
+        self.calls = 0
+
+    def training_step(self, batch, batch_idx):
+        x, _ = batch
+        self.calls += 1
+        self.seen_unguarded.update(len(x))
+        if not self.optimizers().is_perturbed:  # the step's metrics: once, at w
+            self.seen_guarded.update(len(x))
+        return super().training_step(batch, batch_idx)
+
+
+class RecordOutputs(L.Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+
+
+def test_training_step_runs_twice_per_step_and_the_is_perturbed_guard_counts_metrics_once():
+    """Issue 22: automatic optimization calls training_step at w and at w + e(w): an unguarded metric
+    counts every example twice (64 for 32), the guarded one once; ``outputs`` in on_train_batch_end (and
+    the progress bar's loss) are pass 2's, the loss at w + e(w): log the loss at w inside the guard."""
+    module, outputs = CountingSAM(), RecordOutputs()
+    fit(module, callbacks=[outputs])
+    assert module.calls == 2 * STEPS
+    assert int(module.seen_unguarded.compute()) == 2 * STEPS * BATCH
+    assert int(module.seen_guarded.compute()) == STEPS * BATCH
+    _, losses_at_w = two_call_reference()
+    assert all(got != float(at_w) for got, at_w in zip(outputs.losses, losses_at_w))  # pass 2's loss
+
+
+class SchedulerOnBaseOptimizer(AutomaticSAM):
+    def configure_optimizers(self):
+        optimizer = make_sam(self.parameters(), model=self)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer.base_optimizer, 1, 0.5)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def test_lightning_needs_the_scheduler_on_sam_not_on_base_optimizer():
+    """Issue 22: the README allows either in a plain loop; Lightning accepts only the optimizer that
+    configure_optimizers returns (attached to SAM: exact, test_automatic_recipe_with_scheduler...)."""
+    with pytest.raises(Exception, match="wasn't returned from `configure_optimizers`"):
+        fit(SchedulerOnBaseOptimizer())
