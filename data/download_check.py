@@ -34,9 +34,10 @@ def _probe_address(url: str) -> tuple[str, int]:
     return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
 
-def unreachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
-    """None when ``url``'s host accepts a TCP connection within ``timeout`` s (or the check is off),
-    else why not, as a phrase ("no answer from HOST:PORT within 3 s")."""
+def unreachable(url: str, timeout: float | None = None) -> str | None:
+    """None when ``url``'s host accepts a TCP connection within ``timeout`` s (default ``PROBE_TIMEOUT_S``)
+    or the check is off, else why not, as a phrase ("no answer from HOST:PORT within 3 s")."""
+    timeout = PROBE_TIMEOUT_S if timeout is None else timeout
     if os.environ.get(PROBE_ENV, "").strip().lower() == "off":
         return None
     host, port = _probe_address(url)

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.errors import DatasetNotFoundError
+from data.download_check import unreachable
+from data.errors import STANDIN_COMMAND, DatasetNotFoundError
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,10 @@ def _labels(values) -> np.ndarray:
 
 def _not_found(name: str, root: Path, expected: str, err: Exception, how: str) -> DatasetNotFoundError:
     return DatasetNotFoundError(
-        f"{name}: not found under {root} ({err}). Expected {expected}. {how} Set dataset.root=... to the "
-        "directory that holds it."
+        f"{name}: not found under dataset.root={root} ({err}). Expected {expected}. {how} Set dataset.root=... "
+        f"to the directory that holds it. To try the pipeline without the data: "
+        f"{STANDIN_COMMAND.format(name=name)}, then dataset.root=DIR (stand-in images, never comparable "
+        "with the paper)."
     )
 
 
@@ -59,6 +62,15 @@ def load_flowers102(root: Path, download: bool) -> FileSplits:
     if download and not all(p.exists() for p in needed):
         from torchvision.datasets import Flowers102
 
+        offline = unreachable(Flowers102._download_url_prefix)
+        if offline is not None:
+            raise _not_found(
+                "flowers102",
+                root,
+                "flowers-102/",
+                RuntimeError(f"cannot be downloaded: {offline}"),
+                "dataset.download is already true: run once where the network is reachable.",
+            )
         try:
             Flowers102(str(root), split="train", download=True)
         except Exception as err:
@@ -88,9 +100,26 @@ def load_flowers102(root: Path, download: bool) -> FileSplits:
 
 
 def _torchvision_splits(
-    name: str, make: Callable[[str], object], splits: tuple[str, str], expected: str, how: str, root: Path
+    name: str,
+    make: Callable[[str], object],
+    splits: tuple[str, str],
+    expected: str,
+    how: str,
+    root: Path,
+    download: bool = False,
 ) -> FileSplits:
-    """Parse with the torchvision class; it exposes the file list and labels only as private attributes."""
+    """Parse with the torchvision class; it exposes the file list and labels only as private attributes.
+
+    ``how`` starting "dataset.download=true fetches them" is the advice for download=False; with download on,
+    the host (the URL in ``how``) is probed first when ``expected``'s top folder is absent."""
+    fetch = "dataset.download=true fetches them"
+    if how.startswith(fetch) and download:
+        url = how[how.index("https://") :].rstrip(").")
+        how = f"dataset.download is already true: run once where the network is reachable ({url})."
+        if not (root / expected.split("/", 1)[0]).exists():
+            offline = unreachable(url)
+            if offline is not None:
+                raise _not_found(name, root, expected, RuntimeError(f"cannot be downloaded: {offline}"), how)
     try:
         train, test = make(splits[0]), make(splits[1])
     except (RuntimeError, FileNotFoundError, ValueError) as err:
@@ -119,6 +148,7 @@ def load_oxford_pets(root: Path, download: bool) -> FileSplits:
         "oxford-iiit-pet/images/*.jpg and oxford-iiit-pet/annotations/{trainval,test}.txt",
         "dataset.download=true fetches them (https://www.robots.ox.ac.uk/~vgg/data/pets/).",
         root,
+        download,
     )
 
 
@@ -146,6 +176,7 @@ def load_fgvc_aircraft(root: Path, download: bool) -> FileSplits:
         "fgvc-aircraft-2013b/data/images/*.jpg, variants.txt and images_variant_{trainval,test}.txt",
         "dataset.download=true fetches them (https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/).",
         root,
+        download,
     )
 
 
@@ -159,6 +190,7 @@ def load_food101(root: Path, download: bool) -> FileSplits:
         "food-101/images/<class>/<id>.jpg and food-101/meta/{train,test}.json",
         "dataset.download=true fetches them (5 GB, https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/).",
         root,
+        download,
     )
 
 

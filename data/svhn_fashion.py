@@ -9,8 +9,9 @@
 
 Normalisation constants are the official code's (``sam_jax/datasets/dataset_source.py``): SVHN's own
 per-channel statistics; for Fashion-MNIST it uses MNIST's 0.1307 / 0.3081, and so do we. Like data.cifar,
-we check that the files exist rather than their md5 (tests write small files in the real formats); a
-missing file gives a ``DatasetNotFoundError`` naming it and how to get it.
+we check that the files exist rather than their md5 (tests and scripts/make_standin_data.py write small
+files in the real formats); a missing file gives a ``DatasetNotFoundError`` naming it and how to get it,
+after probing the download host for a few seconds when dataset.download is on (``data.download_check``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import ClassVar
 import numpy as np
 from torchvision import datasets
 
-from data.errors import DatasetNotFoundError
+from data.download_check import unreachable
+from data.errors import DatasetNotFoundError, missing_data_message
 
 SVHN_MEAN = (0.43090966, 0.4302428, 0.44634357)
 SVHN_STD = (0.19759192, 0.20029082, 0.19811132)
@@ -38,23 +40,30 @@ class _SVHNFilesPresent(datasets.SVHN):
     }
 
 
-def _missing_error(name: str, path: Path, root: Path, how: str) -> DatasetNotFoundError:
-    return DatasetNotFoundError(
-        f"{name}: {path} is missing. {how} Get the data with dataset.download=true (needs internet), or put "
-        f"the files under {root}, or point dataset.root=... at the directory that holds them."
-    )
+def _missing_error(
+    name: str, root: Path, expected: str, why: str, download: bool, get: str
+) -> DatasetNotFoundError:
+    return DatasetNotFoundError(missing_data_message(name, root, expected, why, download=download, get=get))
 
 
 def _svhn_split(root: Path, split: str, download: bool) -> tuple[np.ndarray, np.ndarray]:
     url, filename, _ = datasets.SVHN.split_list[split]
     path = root / filename
+    get = f"download {url}"
     if not path.is_file() and download:
+        offline = unreachable(url)
+        if offline is not None:
+            why = f"{filename} is missing and cannot be downloaded: {offline}"
+            raise _missing_error("svhn", root, filename, why, True, get)
         try:
             datasets.SVHN(str(root), split=split, download=True)
-        except Exception as err:  # offline, bad checksum, unwritable root
-            raise _missing_error("svhn", path, root, f"The download of {url} failed ({err!r}).") from err
+        except Exception as err:  # bad checksum, unwritable root, a dropped connection
+            raise _missing_error(
+                "svhn", root, filename, f"the download of {url} failed ({err!r})", True, get
+            ) from err
     if not path.is_file():
-        raise _missing_error("svhn", path, root, f"Expected {filename} from {url}.")
+        why = f"{filename} is missing" + ("" if download else " and dataset.download=false")
+        raise _missing_error("svhn", root, filename, why, download, get)
     dataset = _SVHNFilesPresent(str(root), split=split, download=False)
     images = np.ascontiguousarray(dataset.data.transpose(0, 2, 3, 1), dtype=np.uint8)  # (N, H, W, C)
     return images, np.asarray(dataset.labels, dtype=np.int64)
@@ -71,22 +80,32 @@ def load_svhn(root: str | Path, *, download: bool = False, extra: bool = True):
     return train_x, train_y, test_x, test_y
 
 
+def _fashion_files_present(root: Path) -> bool:
+    raw = root / "FashionMNIST" / "raw"
+    return all((raw / Path(url).stem).is_file() for url, _ in datasets.FashionMNIST.resources)
+
+
 def load_fashion_mnist(root: str | Path, *, download: bool = False):
     """(train images, train labels, test images, test labels): (N, 28, 28, 1) uint8 and (N,) int64."""
     root = Path(root).expanduser()
+    files = ", ".join(Path(url).stem for url, _ in datasets.FashionMNIST.resources)
+    expected = f"FashionMNIST/raw/ holding the unzipped IDX files {files}"
+    mirror = datasets.FashionMNIST.mirrors[0]
+    get = f"download the .gz files from {mirror} and gunzip them there"
+    if download and not _fashion_files_present(root):
+        offline = unreachable(mirror)
+        if offline is not None:
+            why = f"files are missing and cannot be downloaded: {offline}"
+            raise _missing_error("fashion_mnist", root, expected, why, True, get)
     out = []
     for train in (True, False):
         try:
             dataset = datasets.FashionMNIST(str(root), train=train, download=download)
         except RuntimeError as err:  # torchvision: "Dataset not found. You can use download=True ..."
-            raw = root / "FashionMNIST" / "raw"
-            files = ", ".join(Path(url).stem for url, _ in datasets.FashionMNIST.resources)
-            raise _missing_error(
-                "fashion_mnist", raw, root, f"Expected the IDX files {files} there ({err})."
-            ) from err
+            why = "files are missing" + ("" if download else " and dataset.download=false")
+            raise _missing_error("fashion_mnist", root, expected, why, download, get) from err
         except Exception as err:  # the download itself failed
-            raise _missing_error(
-                "fashion_mnist", root / "FashionMNIST", root, f"The download failed ({err!r})."
-            ) from err
+            why = f"the download from {mirror} failed ({err!r})"
+            raise _missing_error("fashion_mnist", root, expected, why, download, get) from err
         out += [dataset.data.numpy()[..., None].astype(np.uint8), dataset.targets.numpy().astype(np.int64)]
     return tuple(out)
