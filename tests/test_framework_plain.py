@@ -4,6 +4,8 @@ two-call loop (tests/framework_reference.py) bit for bit, and davda54/sam's algo
 from __future__ import annotations
 
 import functools
+import json
+import os
 import re
 import subprocess
 import sys
@@ -326,3 +328,43 @@ def test_accumulated_sam_step_refuses_gradients_already_present():
         sam.accumulated_sam_step(
             optimizer, [(x, y)], lambda b: nn.functional.cross_entropy(model(b[0]), b[1])
         )
+
+
+DDP_WORKER = Path(__file__).with_name("ddp_framework_worker.py")
+
+
+@pytest.mark.slow
+def test_ddp_recipes_per_replica_with_no_sync_and_synced_without(tmp_path):
+    """Issue 22: under DDP the two-call recipe gives synced e(w) (from the all-reduced gradient) as
+    written; pass 1 under ``ddp.no_sync()`` gives the paper's per-replica e(w), our trainer's default.
+    Each equals ``sam_step`` with that ``perturbation`` bit for bit on 2 gloo processes; both keep the
+    replicas identical; they differ from each other. ``accumulated_sam_step(no_sync=ddp.no_sync)`` is
+    the same step (one micro-batch: bit for bit; two: to fp32 round-off)."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(DDP_WORKER),
+    ]
+    failures = []
+    for _attempt in range(2):  # torchrun --standalone's free port can be taken between its check and use
+        proc = subprocess.run([*cmd, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+        if proc.returncode == 0:
+            break
+        failures.append(proc.stdout[-3000:] + proc.stderr[-3000:])
+    assert proc.returncode == 0, "\n=== next attempt ===\n".join(failures)
+    for rank in range(2):
+        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        for mode in ("per_replica", "synced"):
+            assert report[f"{mode}_recipe_vs_sam_step"] == 0.0, mode
+            assert report[f"{mode}_ranks_differ"] == 0.0, mode
+            assert report[f"{mode}_accumulated_one_micro_vs_recipe"] == 0.0, mode
+            assert report[f"{mode}_accumulated_two_micro_vs_recipe"] < 1e-6, mode
+        assert report["per_replica_vs_synced"] > 1e-4
