@@ -223,3 +223,15 @@ def test_standin_command_then_train_py_records_the_standin(tmp_path):
         [*cmd[:3], "mnist", "--root", str(root)], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert refused.returncode == 2 and "invalid choice: 'mnist'" in refused.stderr
+
+
+def test_a_failure_after_the_run_started_is_printed_once_and_kept_in_train_log(tmp_path):
+    """The twice-printed refusal (Hydra's log line on stdout + the error line on stderr): now the terminal
+    shows the error line alone, and train.log, once the run directory was accepted, still records it."""
+    proc = run_train([*TINY_RUN, "lr=1e30"], tmp_path / "run")
+    assert proc.returncode == 3, proc.output
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    message = line.removeprefix("error: ")
+    assert (proc.stdout + proc.stderr).count(message) == 1, proc.output
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert log.count(message) == 1 and "[ERROR]" in log
