@@ -11,7 +11,10 @@ that SAM's methods call, one line each, marked ``(frameworks.py)`` there. What i
 - **refusals**: call patterns that would give silently wrong SAM or a foreign error are refused with a
   message that says what to do instead (docs/frameworks.md): gradient accumulation in
   Lightning or Accelerate, and fp16 loss scaling around a closure (Lightning's automatic optimization,
-  Accelerate's prepared optimizer).
+  Accelerate's prepared optimizer);
+- **Lightning's closure and signals**: pass 1 calls the training-step closure inside Lightning's wrapper
+  (clipping and ``on_before_optimizer_step`` run once, on the SAM gradient), and Lightning's signal
+  handlers (SLURM requeue: a checkpoint) wait while the weights are at w + e(w).
 
 Never imports a framework: it only looks at modules the user has already imported.
 """
