@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import warnings
@@ -368,3 +369,28 @@ def test_ddp_recipes_per_replica_with_no_sync_and_synced_without(tmp_path):
             assert report[f"{mode}_accumulated_one_micro_vs_recipe"] == 0.0, mode
             assert report[f"{mode}_accumulated_two_micro_vs_recipe"] < 1e-6, mode
         assert report["per_replica_vs_synced"] > 1e-4
+
+
+def test_signal_handlers_that_are_not_lightnings_run_between_the_passes_unheld():
+    """Issue 22 item 9's hold is for Lightning's handlers only: anyone else's SIGUSR1 handler (our
+    trainer's) still runs where the signal arrives, between the passes, and stays installed."""
+    pytest.importorskip("lightning")  # imported: SAM looks at the handlers, and leaves this one alone
+    model = net()
+    optimizer = make_sam(model.parameters(), model=model)
+    seen = []
+
+    def handler(signum, frame):
+        seen.append(optimizer.is_perturbed)
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        x, y = batches(1)[0]
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.first_step(zero_grad=True)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.second_step(zero_grad=True)
+        assert seen == [True]
+        assert signal.getsignal(signal.SIGUSR1) is handler
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
