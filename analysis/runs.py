@@ -37,32 +37,8 @@ CELL_KEYS = ("model", "dataset", "augment", "epochs", "optimizer", "rho", "m", "
 
 Warn = Callable[[str], None]
 
-# Copies of trainer/spec.py's OPERATIONAL_KEYS and LEGACY_DEFAULTS (tests/test_compare_pooling.py checks
-# they are equal): importing trainer.spec loads Hydra, a second of start-up for every reader.
-# Keys that change how a run is executed or logged, not what it computes.
-OPERATIONAL_KEYS = (
-    "logger",
-    "device",
-    "compile",
-    "dataset.root",
-    "dataset.num_workers",
-    "dataset.download",
-    "trainer.log_every_n_steps",
-    "trainer.progress_every_s",
-    "trainer.checkpoint_interval_min",
-    "trainer.save_final_model",
-    "trainer.eval_batch_size",
-    "trainer.max_nonfinite_steps",
-    "trainer.allow_data_change",
-    "trainer.allow_config_change",
-)
-# Keys added after runs were written, with the value that computes what the code did before they existed.
-LEGACY_DEFAULTS = {
-    "trainer.allow_config_change": False,
-    "label_noise_protocol": "flip",
-    "dataset.cutout_mode": "per_image",
-    "dataset.autoaugment_crop_flip": True,
-}
+from trainer.keys import LEGACY_DEFAULTS, OPERATIONAL_KEYS  # noqa: E402  (plain constants: no Hydra, no torch)
+
 NOT_SETTINGS = ("seed", *OPERATIONAL_KEYS)  # what may differ between the seeds of one computation
 # Settings a run without SAM (the SGD baseline, SAM at rho 0) does not use: `optimizer=sam rho=0` and
 # `optimizer=sgd` compute the same thing.

@@ -319,3 +319,20 @@ def _serve() -> None:
 
 if __name__ == "__main__" and sys.argv[1:] == ["--fork-server"]:
     _serve()
+
+
+def copy_repository(dest: Path) -> Path:
+    """The repository's files as a fresh clone has them (tracked and not ignored), nothing else."""
+    import shutil
+
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for rel in filter(None, listed.split("\0")):
+        if (REPO / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    return dest

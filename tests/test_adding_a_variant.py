@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from cli import REPO, TINY_RUN, child_env, final_weights, results_numbers, same_tensors
+from cli import REPO, TINY_RUN, child_env, copy_repository, final_weights, results_numbers, same_tensors
 
 PAGE = REPO / "docs" / "adding-a-variant.md"
 FILE_BLOCK = re.compile(r"<!-- file: (\S+) -->\n```\w*\n(.*?)```", re.S)
@@ -30,22 +29,6 @@ def page_files() -> dict[str, str]:
     files = dict(FILE_BLOCK.findall(PAGE.read_text()))
     assert set(files) == {"plugins/random_sam.py", "configs/optimizer/random_sam.yaml"}, files
     return files
-
-
-def copy_repository(dest: Path) -> Path:
-    """The repository's files as a fresh clone has them (tracked and not ignored), nothing else."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for rel in filter(None, listed.split("\0")):
-        source = REPO / rel
-        if source.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / rel)
-    return dest
 
 
 def train(copy: Path, run_dir: Path, *extra: str, fault: str | None = None) -> subprocess.CompletedProcess:

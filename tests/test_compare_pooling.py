@@ -268,9 +268,9 @@ def test_every_comparable_paper_cell_has_experiment_files_by_the_naming_rule():
     assert without == {("table3", "efficientnet_l2_475")}
 
 
-def test_the_operational_keys_are_the_trainers():
-    assert run_reader.OPERATIONAL_KEYS == trainer.spec.OPERATIONAL_KEYS
-    assert run_reader.LEGACY_DEFAULTS == trainer.spec.LEGACY_DEFAULTS
+def test_the_readers_keys_are_the_trainers():
+    assert run_reader.OPERATIONAL_KEYS is trainer.spec.OPERATIONAL_KEYS
+    assert run_reader.LEGACY_DEFAULTS is trainer.spec.LEGACY_DEFAULTS
 
 
 # -------------------------------------------------------------------------------- item 2: copied runs

@@ -5,16 +5,14 @@ import importlib.metadata
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from cli import copy_repository
 from packaging.requirements import Requirement
-
-REPO = Path(__file__).resolve().parent.parent
 
 BLOCKED = ["hydra", "omegaconf", "wandb", "timm", "tqdm", "torchvision", "sklearn", "scipy", "matplotlib"]
 
@@ -142,21 +140,6 @@ IMPORT_EVERY_MODULE = textwrap.dedent(
     print(json.dumps({"files": files, "loaded": loaded, "stdlib": stdlib}))
     """
 )
-
-
-def copy_repository(dest: Path) -> Path:
-    """The repository's files as a fresh clone has them (tracked and not ignored), nothing else."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for rel in filter(None, listed.split("\0")):
-        if (REPO / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, dest / rel)
-    return dest
 
 
 def venv_path(python: Path, key: str) -> str:

@@ -18,7 +18,7 @@ whose every forward is at w + e). Weight decay: our L2 term enters at w + e, as 
 ``weight_decay * p`` with p at w + e.
 
 Defaults: rho = 3 (the authors' README for CIFAR-100 WRN-16-4 / ResNet-50 and ImageNet ResNet-50, and
-``configs/default.ini``), momentum 0.9; rho is the run's top-level ``rho``, so pass ``rho=3``. The
+the authors' ``default.ini``), momentum 0.9; rho is the run's top-level ``rho``, so pass ``rho=3``. The
 authors' SGD has no Nesterov term (its ``step`` ignores ``nesterov``); our configs keep Nesterov for the
 comparison with SGD and SAM (the buffer, and so e, is the same either way); ``optimizer.nesterov=false``
 gives the authors' exact update.
