@@ -26,6 +26,8 @@ def _probe_address(url: str) -> tuple[str, int]:
     override = os.environ.get(PROBE_ENV, "").strip()
     if override:
         host, _, port = override.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"{PROBE_ENV}={override!r}: expected off or HOST:PORT")
         return host.strip("[]"), int(port)
     parts = urlsplit(url)
     proxy = urllib.request.getproxies().get(parts.scheme)
