@@ -394,3 +394,28 @@ def test_signal_handlers_that_are_not_lightnings_run_between_the_passes_unheld()
         assert signal.getsignal(signal.SIGUSR1) is handler
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+@pytest.mark.slow
+def test_lightning_automatic_optimization_under_ddp_gives_synced_e_w(tmp_path):
+    """Issue 22: Lightning's DDP strategy (2 gloo processes) with automatic optimization equals the
+    synced two-call recipe on the batches each rank saw, bit for bit, and not the per-replica one."""
+    worker = Path(__file__).with_name("ddp_lightning_worker.py")
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
+    }
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)]
+    failures = []
+    for _attempt in range(2):  # torchrun --standalone's free port can be taken between its check and use
+        proc = subprocess.run([*cmd, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+        if proc.returncode == 0:
+            break
+        failures.append(proc.stdout[-3000:] + proc.stderr[-3000:])
+    assert proc.returncode == 0, "\n=== next attempt ===\n".join(failures)
+    for rank in range(2):
+        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert report["steps"] == report["batches"] == 3
+        assert report["automatic_vs_synced"] == 0.0
+        assert report["automatic_vs_per_replica"] > 1e-4
