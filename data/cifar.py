@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from torchvision import datasets
 
-from data.cifar_files import read_cifar_batch, read_cifar_names
+from data.cifar_files import CifarFileError, read_cifar_batch, read_cifar_names
 from data.download_check import unreachable
 from data.errors import DatasetNotFoundError, missing_data_message
 
@@ -123,11 +123,14 @@ def load_cifar(
     and the class names (from ``batches.meta`` / ``meta``). A bad file is a ValueError naming it."""
     directory = ensure_cifar_files(spec, root, download=download)
     cls = spec.dataset_class
-    batches = [
-        read_cifar_batch(directory / f, spec.num_classes)
-        for f, _ in (cls.train_list if train else cls.test_list)
-    ]
-    names = read_cifar_names(directory / cls.meta["filename"], cls.meta["key"], spec.num_classes)
+    try:
+        batches = [
+            read_cifar_batch(directory / f, spec.num_classes)
+            for f, _ in (cls.train_list if train else cls.test_list)
+        ]
+        names = read_cifar_names(directory / cls.meta["filename"], cls.meta["key"], spec.num_classes)
+    except CifarFileError as err:
+        raise CifarFileError(f"{spec.name}: {err}; re-download or re-extract the official files") from err
     images = np.concatenate([x for x, _ in batches])
     labels = np.concatenate([y for _, y in batches])
     return images, labels, names

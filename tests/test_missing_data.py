@@ -188,7 +188,8 @@ def test_foreign_batches_name_the_file(tmp_path, entry, says):
         pickle.dump(entry, f)
     with pytest.raises(ValueError) as err:
         load_cifar(CIFAR10, root, train=False, download=False)
-    assert str(err.value).startswith(f"{bad}: ") and says in str(err.value)
+    assert str(err.value).startswith(f"cifar10: {bad}: ") and says in str(err.value)
+    assert str(err.value).endswith("re-download or re-extract the official files")
 
 
 def test_the_tests_writers_are_the_library_ones():
