@@ -397,9 +397,10 @@ def test_signal_handlers_that_are_not_lightnings_run_between_the_passes_unheld()
 
 
 @pytest.mark.slow
-def test_lightning_automatic_optimization_under_ddp_gives_synced_e_w(tmp_path):
+def test_lightning_under_ddp_automatic_is_synced_and_manual_with_no_sync_is_per_replica(tmp_path):
     """Issue 22: Lightning's DDP strategy (2 gloo processes) with automatic optimization equals the
-    synced two-call recipe on the batches each rank saw, bit for bit, and not the per-replica one."""
+    synced two-call recipe on the batches each rank saw, bit for bit, and not the per-replica one; manual
+    optimization with pass 1's manual_backward under ``trainer.strategy.model.no_sync()`` is per-replica."""
     worker = Path(__file__).with_name("ddp_lightning_worker.py")
     env = {
         **os.environ,
@@ -419,3 +420,5 @@ def test_lightning_automatic_optimization_under_ddp_gives_synced_e_w(tmp_path):
         assert report["steps"] == report["batches"] == 3
         assert report["automatic_vs_synced"] == 0.0
         assert report["automatic_vs_per_replica"] > 1e-4
+        assert report["manual_no_sync_vs_per_replica"] == 0.0
+        assert report["manual_no_sync_vs_synced"] > 1e-4
