@@ -4,6 +4,7 @@ costs out at its image size without dataset files; benchmarks/bench_throughput.p
 estimator reads. The FLOP count is checked by hand: ResNet-32 (He et al. 2016: ~69M multiply-adds per
 32x32 image, ~0.138 GFLOP) trained with SAM (6 forward-equivalents)."""
 
+import pytest
 import yaml
 
 from analysis.cost import A100, DATASETS, Job, flops_only_images_per_s, load_rows, merge_row
@@ -79,6 +80,7 @@ def test_measured_row_is_used_and_says_so(capsys, tmp_path):
     assert "[measured: NVIDIA H100 80GB HBM3, 2026-12-07, commit abc1234" in out
 
 
+@pytest.mark.slow  # two EfficientNet-b7 traces: 10-15 s on 2 shared cores
 def test_finetuning_cell_costs_out_at_its_image_size(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("SAM_DATA_ROOT", str(tmp_path / "no_data_here"))  # no dataset files needed
     empty = tmp_path / "throughput.yaml"
@@ -92,6 +94,27 @@ def test_finetuning_cell_costs_out_at_its_image_size(capsys, tmp_path, monkeypat
     assert "efficientnet_b7 300px" in out300
     assert first_hours(out600) > 3 * first_hours(out300)  # 4x the pixels
     assert DATASETS["flowers102"].train_images == 2_040
+
+
+def test_finetuning_job_reads_image_size_and_repeats_without_data(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    from analysis.cost import job_from_config
+    from scripts.sweep_cost import CONFIGS
+
+    monkeypatch.setenv("SAM_DATA_ROOT", str(tmp_path / "no_data_here"))
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=finetune/cifar100_efficientnet_b7_sam"])
+    job = job_from_config(cfg)
+    assert (job.model, job.side, job.classes, job.batch_size, job.m, job.sam) == (
+        "efficientnet_b7",
+        600,
+        100,
+        1024,
+        16,
+        True,
+    )
+    assert job.train_images == 50_000 * 13 and job.epochs == 8  # App. C.2: 8 x 13 passes ~ 5k steps of 1024
 
 
 def test_presets_expand_to_their_jobs(capsys, tmp_path):
