@@ -26,6 +26,7 @@ from analysis.paper_tables import find_paper_cell, load_paper_cells
 from data.augment import make_spec
 from data.build import DATASET_AUGMENTS, DATASETS, LOADERS
 from models import create_model, list_models
+from models.pretrained import split_finetune_options
 from sam.weight_decay import WEIGHT_DECAY_MODES
 from trainer.spec import SCHEDULES, optimizer_names, validate
 
@@ -364,7 +365,8 @@ def test_every_experiment_validates_with_valid_choices(cfgs, world_size):
 def test_every_model_config_builds_the_papers_model_on_meta(cfgs):
     built = {}
     for name, cfg in cfgs.items():
-        kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
+        model_cfg = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
+        kwargs, _ = split_finetune_options(model_cfg)  # the architecture only, as trainer/build.py does
         key = (cfg.model.name, NUM_CLASSES[cfg.dataset.name], tuple(sorted(kwargs.items())))
         if key in built:
             continue
