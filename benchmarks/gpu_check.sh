@@ -86,7 +86,7 @@ $PY - <<'PY' > "$OUT/device.txt" 2>&1
 import torch
 print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device", "| torch", torch.__version__)
 PY
-echo "gpu_check: device=$DEVICE ($(cat "$OUT/device.txt")) -> $OUT"
+echo "gpu_check: device=$DEVICE ($(cat "$OUT/device.txt")), python $PY -> $OUT"
 
 failed=0
 ROWS=()
