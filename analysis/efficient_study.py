@@ -87,7 +87,37 @@ def load(root: Path) -> dict[str, dict[int, dict]]:
         by_seed[r["seed"]] = r
     if "sgd" not in runs or "sam" not in runs:
         raise ValueError(f"{root} needs SGD and SAM runs as the reference (found {sorted(runs)})")
+    study_setting(runs)  # refuses runs whose shared settings differ
     return runs
+
+
+# What every run of one study must share: the pairing is by seed, so anything else must be equal.
+SHARED = ("model", "dataset", "epochs", "label_noise", "batch_size", "lr", "weight_decay", "augment")
+
+
+def study_setting(runs: dict[str, dict[int, dict]]) -> dict:
+    """The settings all runs share (from their results.json); ValueError naming any that differ."""
+    values: dict[str, set] = {key: set() for key in SHARED}
+    for by_seed in runs.values():
+        for r in by_seed.values():
+            config = r.get("config") or {}
+            for key in SHARED:
+                value = r.get(key, config.get(key))
+                values[key].add(repr(value))
+    differ = {k: sorted(v) for k, v in values.items() if len(v) > 1}
+    if differ:
+        raise ValueError(f"the runs of this study differ in {differ}: pair only runs of one setting")
+    first = next(iter(next(iter(runs.values())).values()))
+    config = first.get("config") or {}
+    return {key: first.get(key, config.get(key)) for key in SHARED}
+
+
+def setting_title(setting: dict) -> str:
+    """``digits, wide_resnet, 30 epochs, 40% label noise`` from the runs themselves."""
+    noise = setting.get("label_noise") or 0
+    parts = [str(setting.get("dataset")), str(setting.get("model")), f"{setting.get('epochs')} epochs"]
+    parts.append(f"{noise:.0%} label noise" if noise else "clean labels")
+    return ", ".join(parts)
 
 
 def summarise(
@@ -200,7 +230,7 @@ def write_markdown(rows: list[dict], front: list[str], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_figure(rows: list[dict], front: list[str], path: Path) -> None:
+def write_figure(rows: list[dict], front: list[str], path: Path, title: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -234,15 +264,18 @@ def write_figure(rows: list[dict], front: list[str], path: Path) -> None:
         if benched
         else "training time relative to SGD (the study's runs, per-seed ratio)"
     )
-    ax.set_ylabel("clean test error % (40% label noise)")
-    ax.set_title("digits, WRN-10-2, 30 epochs: error vs cost (mean ± 95% CI over seeds)", fontsize=9)
+    ax.set_ylabel("clean test error %")
+    ax.set_title(f"{title}: error vs cost (mean ± 95% CI over seeds)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
 
 
-def write_summary(rows: list[dict], out_dir: Path) -> Path:
-    """summary.md (table + goal check), summary.csv and pareto.png into out_dir; the path of summary.md."""
+def write_summary(rows: list[dict], out_dir: Path, title: str = "") -> Path:
+    """summary.md (table + goal check), summary.csv and pareto.png into out_dir; the path of summary.md.
+
+    ``title``: the study's setting, from its runs (:func:`setting_title`).
+    """
     front = pareto(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_markdown(rows, front, out_dir / "summary.md")
@@ -251,5 +284,5 @@ def write_summary(rows: list[dict], out_dir: Path) -> Path:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows({k: r[k] for k in keys} for r in rows)
-    write_figure(rows, front, out_dir / "pareto.png")
+    write_figure(rows, front, out_dir / "pareto.png", title)
     return out_dir / "summary.md"

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: analysis/, models/, data/
 
-from analysis.efficient_study import bench_costs, load, summarise, write_summary
+from analysis.efficient_study import bench_costs, load, setting_title, study_setting, summarise, write_summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,10 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         bench = bench_costs(args.bench) if args.bench else None
-        rows = summarise(load(args.runs), args.bootstrap, bench=bench)
+        runs = load(args.runs)
+        rows = summarise(runs, args.bootstrap, bench=bench)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from err
-    print(write_summary(rows, args.out_dir).read_text())
+    print(write_summary(rows, args.out_dir, setting_title(study_setting(runs))).read_text())
     return 0
 
 

@@ -67,3 +67,40 @@ def test_bench_costs_replace_the_study_time_when_given(tmp_path):
     )
     with pytest.raises(ValueError, match="no 'mean ms/step' table"):
         bench_costs(tmp_path / "runs" / "sgd_0" / "results.json")
+
+
+def test_runs_of_different_settings_are_not_paired_and_the_title_comes_from_the_runs(tmp_path):
+    from analysis.efficient_study import setting_title, study_setting
+
+    write_runs(tmp_path / "same")
+    setting = study_setting(load(tmp_path / "same"))
+    title = setting_title(setting)
+    assert str(setting["epochs"]) in title and str(setting["dataset"]) in title
+    assert ("label noise" in title) == bool(setting["label_noise"])
+    write_runs(tmp_path / "mixed")
+    write_fake_run(
+        tmp_path / "mixed", "sgd_longer", optimizer="sgd", seed=9, test_error=5.0, images_per_s=400.0,
+        wall_time_s=1.0, epochs=int(setting["epochs"]) + 10,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"differ in .*epochs"):
+        load(tmp_path / "mixed")
+
+
+def test_the_reliability_diagrams_gap_is_drawn_in_its_legends_colour(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from analysis.evaluation.calibration import Bin, reliability_diagram
+
+    figures = []
+    monkeypatch.setattr(plt.Figure, "savefig", lambda self, *a, **k: figures.append(self))
+    bins = [Bin(0.0, 0.5, 10, accuracy=0.6, confidence=0.3), Bin(0.5, 1.0, 10, accuracy=0.7, confidence=0.9)]
+    reliability_diagram(bins, tmp_path / "r.png", "t")
+    top = figures[0].axes[0]
+    handles, labels = top.get_legend_handles_labels()
+    gap = handles[labels.index("gap to confidence")]
+    for patch in gap.patches:
+        assert patch.get_facecolor() == gap.patches[0].get_facecolor() and patch.get_alpha() in (None, 1.0)
+        assert patch.get_height() > 0  # a box from accuracy to confidence, above or below the bar

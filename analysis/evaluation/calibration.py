@@ -68,17 +68,22 @@ def reliability_diagram(bins: list[Bin], path: Path, title: str) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(4.5, 5.5), height_ratios=(3, 1), sharex=True)
     width = bins[0].upper - bins[0].lower
     centres = [b.lower + width / 2 for b in bins]
-    top.bar(centres, [b.accuracy or 0.0 for b in bins], width=width, edgecolor="k", label="accuracy")
+    accuracy = [b.accuracy or 0.0 for b in bins]
+    confidence = [b.confidence if b.count else a for b, a in zip(bins, accuracy)]
+    top.bar(centres, accuracy, width=width, color="tab:blue", edgecolor="k", label="accuracy")
+    # The gap as an opaque box from accuracy to confidence (above or below the bar's top): its colour is
+    # the legend's, never a blend with the bar beneath it.
     top.bar(
         centres,
-        [(b.confidence - b.accuracy) if b.count else 0.0 for b in bins],
-        bottom=[b.accuracy or 0.0 for b in bins],
+        [abs(c - a) for c, a in zip(confidence, accuracy)],
+        bottom=[min(c, a) for c, a in zip(confidence, accuracy)],
         width=width,
         color="tab:red",
-        alpha=0.35,
+        edgecolor="k",
+        hatch="//",
         label="gap to confidence",
     )
-    top.plot([0, 1], [0, 1], "k--", lw=1)
+    top.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=title)
     top.legend(loc="upper left", fontsize=8)
     bottom.bar(centres, [b.count for b in bins], width=width, edgecolor="k")
