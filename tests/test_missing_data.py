@@ -71,6 +71,7 @@ def test_the_probe_answers_within_its_timeout(blackhole, monkeypatch):
     assert unreachable("https://www.cs.toronto.edu/x.tar.gz") is None
 
 
+@pytest.mark.slow  # a train.py start-up each: seconds under load
 def test_missing_cifar_offline_fails_in_seconds_with_one_message(tmp_path, blackhole):
     """The headline command without CIFAR, offline: exit 2 within the probe's seconds (was ~30 s of DNS),
     the message once (was twice: log line + error line), naming dataset.root, the files and the ways out,
@@ -100,6 +101,7 @@ def test_missing_cifar_offline_fails_in_seconds_with_one_message(tmp_path, black
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+@pytest.mark.slow  # a train.py start-up each: seconds under load
 def test_missing_cifar_with_download_off_never_probes(tmp_path, blackhole):
     proc = run_train(
         [*CIFAR_RUN, "dataset=cifar10", f"dataset.root={tmp_path}", "dataset.download=false"],

@@ -14,6 +14,7 @@ import torch
 from cli import REPO, TINY_RUN, child_env, final_weights, results_numbers, run_many, run_train, same_tensors
 
 
+@pytest.mark.slow  # a train.py start-up each: seconds under load
 def test_a_run_directory_that_cannot_be_one_is_refused_with_exit_2(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
