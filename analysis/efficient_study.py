@@ -1,12 +1,21 @@
-"""The efficient-SAM study (issue 15): error, cost and the share of SAM's gain per variant.
+"""The efficient-SAM study (issues 15, 21): error, cost and the share of SAM's gain per variant and setting.
 
-Per variant, over its seeds: the test error (mean and 95% t-interval half-width); the cost x SGD (from
-``benchmarks/bench_sam.py --efficient`` output when given, else the study's own training time per seed,
-``images_per_s(SGD) / images_per_s(variant)``); the share of SAM's gain kept,
-``(err_SGD - err_variant) / (err_SGD - err_SAM)`` of the seed means, with a 95% percentile bootstrap
-interval that resamples seeds jointly (the runs of one seed share the data split, label noise and initial
-weights, so they are paired); and the Pareto front of mean cost and mean error. The command is
-scripts/efficient_summary.py; results/digits/efficient/ holds its output.
+A study is every results.json under one folder, grouped by label-noise setting (the only setting allowed
+to differ; anything else that differs is refused, as is a variant whose settings differ between its runs).
+Per setting and variant, over its seeds:
+
+* test error: mean and the half-width of the 95% t-interval over seeds (the paper's statistic);
+* share of SAM's gain kept, ``(err_SGD - err_variant) / (err_SGD - err_SAM)`` of the seed means, with a
+  95% percentile bootstrap interval that resamples seeds jointly (one seed's runs share the data split,
+  the noisy labels and the initial weights: they are paired); SAM's gain itself gets the same interval;
+* cost x SGD: from ``benchmarks/bench_variants.py``'s JSON (each timed round's ratio to SGD, per kind of
+  step), at the share of two-pass steps the study's runs took (from their final optimizer state), with a
+  95% bootstrap interval over the benchmark's rounds; without a benchmark, the runs' own training time
+  (``images_per_s(SGD) / images_per_s(variant)`` per seed, t-interval: noisy on a shared machine);
+* the goal (>= 80% of SAM's gain at <= 1.3x SGD's step time), decided on the intervals: **yes** when both
+  intervals lie inside it, **no** when either lies outside, else **undecided**.
+
+The command is scripts/efficient_summary.py; results/digits/efficient/ holds its output.
 """
 
 from __future__ import annotations
@@ -32,30 +41,16 @@ PAPERS = {
     "sam_late": "Zhou et al., ICLR 2025",
     "ae_sam": "Jiang et al., ICLR 2023",
     "mesa": "Du et al., NeurIPS 2022",
+    "saf": "Du et al., NeurIPS 2022",
     "gsam": "Zhuang et al., ICLR 2022",
     "sam_on": "Mueller et al., NeurIPS 2023",
+    "msam": "Becker, Altrock & Risse, 2024",
 }
-
-
-def bench_costs(path: Path) -> dict[str, float]:
-    """x SGD per variant from ``bench_sam.py --efficient`` output (its "mean ms/step" table)."""
-    costs: dict[str, float] = {}
-    in_table = False
-    for line in path.read_text().splitlines():
-        if "mean ms/step" in line:
-            in_table = True
-            continue
-        fields = line.split()
-        if in_table and len(fields) >= 3:
-            try:
-                costs[fields[0]] = float(fields[2])
-            except ValueError:
-                break
-        elif in_table and costs:
-            break
-    if "sgd" not in costs:
-        raise ValueError(f"{path} has no 'mean ms/step' table of bench_sam.py --efficient")
-    return costs
+# What every run of one study shares (the pairing is by seed); label_noise splits it into settings.
+SHARED = (
+    "model", "dataset", "epochs", "batch_size", "lr", "weight_decay", "augment", "label_noise_protocol",
+)  # fmt: skip
+Runs = dict[str, dict[int, dict]]  # optimizer -> seed -> results.json
 
 
 def two_pass_share(run_dir: Path) -> float | None:
@@ -68,61 +63,138 @@ def two_pass_share(run_dir: Path) -> float | None:
     variant = torch.load(path, map_location="cpu", weights_only=True)["optimizer"].get("variant", {})
     if "sam_steps" in variant:
         return variant["sam_steps"] / max(variant["steps_taken"], 1)
-    if variant.get("name") == "looksam":
-        steps = variant["steps_taken"]
-        return None if not steps else -(-steps // int(variant.get("k", 5))) / steps
     return None
 
 
-def load(root: Path) -> dict[str, dict[int, dict]]:
-    """optimizer -> seed -> results.json (a duplicate seed is an error: runs must be unambiguous)."""
-    runs: dict[str, dict[int, dict]] = {}
+def _value(r: dict, key: str):
+    config = r.get("config") or {}
+    return r.get(key, config.get(key))
+
+
+def variant_setting(r: dict) -> str:
+    """What the run's optimizer ran with, from its results.json: rho, adaptive, the variant's options."""
+    opt = (r.get("config") or {}).get("optimizer") or {}
+    parts = [] if r["optimizer"] == "sgd" else [f"rho {r.get('rho')}"]
+    if opt.get("adaptive"):
+        parts.append(f"adaptive (eta {opt.get('eta')})")
+    parts += [f"{k} {v}" for k, v in sorted((opt.get("variant") or {}).items()) if v is not None]
+    return ", ".join(parts)
+
+
+def load(root: Path) -> dict[float, Runs]:
+    """label noise -> optimizer -> seed -> results.json; ValueError for anything that cannot be paired."""
+    settings: dict[float, Runs] = {}
     for path in sorted(root.rglob("results.json")):
         r = json.loads(path.read_text())
         r["optimizer"] = recorded_facts(r, path)["optimizer"]  # as the trainer decided it
         r["two_pass_share"] = two_pass_share(path.parent)
-        by_seed = runs.setdefault(r["optimizer"], {})
+        r["variant_setting"] = variant_setting(r)
+        noise = float(r.get("label_noise") or 0.0)
+        by_seed = settings.setdefault(noise, {}).setdefault(r["optimizer"], {})
         if r["seed"] in by_seed:
-            raise ValueError(f"two runs of {r['optimizer']} seed {r['seed']} under {root} ({path})")
+            raise ValueError(f"two runs of {r['optimizer']} seed {r['seed']} at label noise {noise} ({path})")
         by_seed[r["seed"]] = r
-    if "sgd" not in runs or "sam" not in runs:
-        raise ValueError(f"{root} needs SGD and SAM runs as the reference (found {sorted(runs)})")
-    study_setting(runs)  # refuses runs whose shared settings differ
-    return runs
+    if not settings:
+        raise ValueError(f"no results.json under {root}")
+    for noise, runs in settings.items():
+        if "sgd" not in runs or "sam" not in runs:
+            raise ValueError(
+                f"label noise {noise}: needs SGD and SAM runs as the reference (found {sorted(runs)})"
+            )
+    study_setting(settings)
+    variant_settings(settings)
+    return settings
 
 
-# What every run of one study must share: the pairing is by seed, so anything else must be equal.
-SHARED = ("model", "dataset", "epochs", "label_noise", "batch_size", "lr", "weight_decay", "augment")
-
-
-def study_setting(runs: dict[str, dict[int, dict]]) -> dict:
+def study_setting(settings: dict[float, Runs]) -> dict:
     """The settings all runs share (from their results.json); ValueError naming any that differ."""
     values: dict[str, set] = {key: set() for key in SHARED}
-    for by_seed in runs.values():
-        for r in by_seed.values():
-            config = r.get("config") or {}
-            for key in SHARED:
-                value = r.get(key, config.get(key))
-                values[key].add(repr(value))
+    runs = [r for by_opt in settings.values() for by_seed in by_opt.values() for r in by_seed.values()]
+    for r in runs:
+        for key in SHARED:
+            values[key].add(repr(_value(r, key)))
     differ = {k: sorted(v) for k, v in values.items() if len(v) > 1}
     if differ:
         raise ValueError(f"the runs of this study differ in {differ}: pair only runs of one setting")
-    first = next(iter(next(iter(runs.values())).values()))
-    config = first.get("config") or {}
-    return {key: first.get(key, config.get(key)) for key in SHARED}
+    return {key: _value(runs[0], key) for key in SHARED}
 
 
-def setting_title(setting: dict) -> str:
-    """``digits, wide_resnet, 30 epochs, 40% label noise`` from the runs themselves."""
-    noise = setting.get("label_noise") or 0
+def variant_settings(settings: dict[float, Runs]) -> dict[str, str]:
+    """optimizer -> its setting, the same in every run of it; ValueError naming a variant whose runs differ."""
+    found: dict[str, set[str]] = {}
+    for by_opt in settings.values():
+        for name, by_seed in by_opt.items():
+            found.setdefault(name, set()).update(r["variant_setting"] for r in by_seed.values())
+    differ = {name: sorted(v) for name, v in found.items() if len(v) > 1}
+    if differ:
+        raise ValueError(
+            f"runs of one optimizer ran with different settings {differ}: one setting per variant"
+        )
+    return {name: next(iter(v)) for name, v in found.items()}
+
+
+def setting_title(setting: dict, noise: float) -> str:
+    """``digits, wrn_tiny, 24 epochs, 40% label noise`` from the runs themselves."""
     parts = [str(setting.get("dataset")), str(setting.get("model")), f"{setting.get('epochs')} epochs"]
     parts.append(f"{noise:.0%} label noise" if noise else "clean labels")
     return ", ".join(parts)
 
 
+# -- cost from the benchmark ----------------------------------------------------------------------------------
+def load_bench(path: Path, model: str) -> dict[str, dict[str, list[float]]]:
+    """variant -> kind of step ("all", or "sam"/"other") -> per-round ratios to SGD, from bench_variants' JSON."""
+    try:
+        data = json.loads(path.read_text())
+        variants = data["models"][model]["variants"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"{path} is not bench_variants.py --out's JSON with model {model!r} ({type(err).__name__}: {err})"
+        ) from err
+    return {name: v["ratios"] for name, v in variants.items()}
+
+
+def bench_cost(
+    kinds: dict[str, list[float]], share: float | None, n_boot: int, rng
+) -> tuple[float, float, float]:
+    """Median ratio (share-weighted over kinds of step) and its 95% bootstrap interval over the rounds."""
+    if "all" in kinds:
+        weights = {"all": 1.0}
+    else:
+        if share is None:
+            raise ValueError("a switching variant's cost needs the two-pass share its runs took")
+        weights = {"sam": share, "other": 1.0 - share}
+        kinds = {**{"sam": [], "other": []}, **kinds}
+        if any(w > 0 and not kinds[k] for k, w in weights.items()):
+            raise ValueError(
+                f"the benchmark timed no {[k for k, w in weights.items() if w > 0 and not kinds[k]]} steps"
+            )
+    point = sum(w * float(np.median(kinds[k])) for k, w in weights.items() if w > 0)
+    boot = np.zeros(n_boot)
+    for k, w in weights.items():
+        if w > 0:
+            v = np.asarray(kinds[k])
+            boot += w * np.median(v[rng.integers(0, len(v), size=(n_boot, len(v)))], axis=1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return point, float(lo), float(hi)
+
+
+# -- per setting --------------------------------------------------------------------------------------------
+def verdict(cost: tuple[float, float], share: tuple[float, float]) -> str:
+    """yes / no / undecided for the goal, from the intervals of cost and of the share of SAM's gain."""
+    (cost_lo, cost_hi), (share_lo, share_hi) = cost, share
+    if any(math.isnan(v) for v in (cost_lo, cost_hi, share_lo, share_hi)):
+        return "undecided"
+    if cost_hi <= GOAL_COST and share_lo >= GOAL_SHARE:
+        return "yes"
+    if cost_lo > GOAL_COST or share_hi < GOAL_SHARE:
+        return "no"
+    return "undecided"
+
+
 def summarise(
-    runs: dict[str, dict[int, dict]], n_boot: int, seed: int = 0, bench: dict[str, float] | None = None
+    runs: Runs, n_boot: int, seed: int = 0, bench: dict[str, dict[str, list[float]]] | None = None
 ) -> list[dict]:
+    """One row per optimizer of one setting (see the module docstring for each quantity)."""
     sgd, sam = runs["sgd"], runs["sam"]
     rng = np.random.default_rng(seed)
     rows = []
@@ -131,9 +203,9 @@ def summarise(
         err = np.array([by_seed[s]["test_error"] for s in seeds])
         e_sgd = np.array([sgd[s]["test_error"] for s in seeds])
         e_sam = np.array([sam[s]["test_error"] for s in seeds])
-        cost = [sgd[s]["images_per_s"] / by_seed[s]["images_per_s"] for s in seeds]
+        study_time = [sgd[s]["images_per_s"] / by_seed[s]["images_per_s"] for s in seeds]
         mean, ci = mean_ci95(err)
-        cost_mean, cost_ci = mean_ci95(cost)
+        time_mean, time_ci = mean_ci95(study_time)
         gain = e_sgd.mean() - e_sam.mean()
         share = (e_sgd.mean() - err.mean()) / gain if gain else math.nan
         idx = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
@@ -142,29 +214,49 @@ def summarise(
             s_b = (e_sgd[idx].mean(1) - err[idx].mean(1)) / g_b
         s_b = s_b[np.isfinite(s_b)]
         lo, hi = np.percentile(s_b, [2.5, 97.5]) if len(s_b) else (math.nan, math.nan)
+        passes = _mean_or_none([by_seed[s]["two_pass_share"] for s in seeds])
+        if bench is not None:
+            if name not in bench:
+                raise ValueError(f"the benchmark has no {name!r} (it has {sorted(bench)})")
+            cost, cost_lo, cost_hi = bench_cost(bench[name], passes, n_boot, rng)
+        else:
+            half = time_ci or 0.0
+            cost, cost_lo, cost_hi = time_mean, time_mean - half, time_mean + half
         rows.append(
             dict(
                 optimizer=name,
                 paper=PAPERS.get(name, ""),
+                setting=by_seed[seeds[0]]["variant_setting"] if seeds else "",
                 n_seeds=len(seeds),
                 seeds=" ".join(map(str, seeds)),
                 test_error_mean=mean,
                 test_error_ci95=ci,
-                cost_x_sgd=bench[name] if bench else cost_mean,
-                cost_ci95=None if bench else cost_ci,
-                study_time_x_sgd=cost_mean,
-                study_time_ci95=cost_ci,
-                share_of_sam_gain=share,
+                share_of_sam_gain=share if name != "sgd" else 0.0,
                 share_ci_low=float(lo),
                 share_ci_high=float(hi),
+                cost_x_sgd=cost,
+                cost_ci_low=cost_lo,
+                cost_ci_high=cost_hi,
+                cost_source="bench_variants" if bench is not None else "study time",
+                study_time_x_sgd=time_mean,
+                study_time_ci95=time_ci,
+                two_pass_share=passes,
                 wall_time_s=statistics.fmean(by_seed[s]["wall_time_s"] for s in seeds),
-                two_pass_share=_mean_or_none([by_seed[s]["two_pass_share"] for s in seeds]),
-                meets_goal=bool((bench[name] if bench else cost_mean) <= GOAL_COST and share >= GOAL_SHARE),
+                goal="" if name in ("sgd", "sam") else verdict((cost_lo, cost_hi), (float(lo), float(hi))),
             )
         )
     order = list(PAPERS)
     rows.sort(key=lambda r: order.index(r["optimizer"]) if r["optimizer"] in order else len(order))
     return rows
+
+
+def sam_gain(runs: Runs, n_boot: int, seed: int = 0) -> tuple[float, float, float]:
+    """SAM's gain over SGD in error points (seed means), with its paired 95% bootstrap interval."""
+    seeds = sorted(set(runs["sgd"]) & set(runs["sam"]))
+    d = np.array([runs["sgd"][s]["test_error"] - runs["sam"][s]["test_error"] for s in seeds])
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
+    lo, hi = np.percentile(d[idx].mean(1), [2.5, 97.5])
+    return float(d.mean()), float(lo), float(hi)
 
 
 def _mean_or_none(values: list[float | None]) -> float | None:
@@ -187,102 +279,128 @@ def pareto(rows: list[dict]) -> list[str]:
     return front
 
 
+# -- output -------------------------------------------------------------------------------------------------
 def fmt(x: float | None, digits: int = 2) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def write_markdown(rows: list[dict], front: list[str], path: Path) -> None:
+def pct(x: float) -> str:
+    return fmt(100 * x, 0)
+
+
+def markdown_table(rows: list[dict], front: list[str]) -> list[str]:
     lines = [
-        "| optimizer | paper | seeds | test error % (95% CI) | share of SAM's gain (95% CI) | cost x SGD | study time x SGD (95% CI) | two-pass steps | goal |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| optimizer | paper | seeds | test error % (95% CI) | share of SAM's gain [95% CI] | "
+        "cost x SGD [95% CI] | two-pass steps | goal |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    fixed = {"sgd": "0%", "sam": "100%", "esam": "100%", "gsam": "100%", "sam_on": "100%"}
     for r in rows:
         err = f"{fmt(r['test_error_mean'])} ± {fmt(r['test_error_ci95'])}"
-        cost = (
-            fmt(r["cost_x_sgd"])
-            if r["cost_ci95"] is None
-            else f"{fmt(r['cost_x_sgd'])} ± {fmt(r['cost_ci95'])}"
-        )
-        study = f"{fmt(r['study_time_x_sgd'])} ± {fmt(r['study_time_ci95'])}"
-        share = f"{fmt(100 * r['share_of_sam_gain'], 0)}% [{fmt(100 * r['share_ci_low'], 0)}, {fmt(100 * r['share_ci_high'], 0)}]"
+        share = f"{pct(r['share_of_sam_gain'])}% [{pct(r['share_ci_low'])}, {pct(r['share_ci_high'])}]"
         if r["optimizer"] in ("sgd", "sam"):
             share = "0% (reference)" if r["optimizer"] == "sgd" else "100% (reference)"
-        goal = "" if r["optimizer"] in ("sgd", "sam") else ("**yes**" if r["meets_goal"] else "no")
-        name = f"**{r['optimizer']}**" if r["optimizer"] in front else r["optimizer"]
-        passes = {
-            "sgd": "0%",
-            "sam": "100%",
-            "mesa": "0%",
-            "gsam": "100%",
-            "sam_on": "100%",
-            "esam": "100%",
-        }.get(r["optimizer"], "-")
-        if r["two_pass_share"] is not None:
-            passes = f"{100 * r['two_pass_share']:.0f}%"
-        lines.append(
-            f"| {name} | {r['paper']} | {r['n_seeds']} | {err} | {share} | {cost} | {study} | {passes} | {goal} |"
+        cost = f"{fmt(r['cost_x_sgd'])} [{fmt(r['cost_ci_low'])}, {fmt(r['cost_ci_high'])}]"
+        if r["optimizer"] == "sgd":
+            cost = "1.00 (reference)"
+        passes = fixed.get(
+            r["optimizer"], "0% (one pass)" if r["optimizer"] in ("mesa", "saf", "msam") else "-"
         )
-    lines.append("")
-    lines.append(f"Pareto front (mean cost, mean error; bold): {', '.join(front)}.")
-    lines.append(
-        f"Goal: cost <= {GOAL_COST}x SGD while keeping >= {int(100 * GOAL_SHARE)}% of SAM's gain (point estimates)."
-    )
+        if r["two_pass_share"] is not None:
+            passes = f"{100 * r['two_pass_share']:.1f}%"
+        goal = f"**{r['goal']}**" if r["goal"] == "yes" else r["goal"]
+        name = f"**{r['optimizer']}**" if r["optimizer"] in front else r["optimizer"]
+        lines.append(
+            f"| {name} | {r['paper']} | {r['n_seeds']} | {err} | {share} | {cost} | {passes} | {goal} |"
+        )
+    return lines
+
+
+def write_markdown(sections: list[dict], settings_by_variant: dict[str, str], path: Path) -> None:
+    lines = []
+    for sec in sections:
+        gain, lo, hi = sec["sam_gain"]
+        met = [r["optimizer"] for r in sec["rows"] if r["goal"] == "yes"]
+        open_ = [r["optimizer"] for r in sec["rows"] if r["goal"] == "undecided"]
+        lines += [
+            f"### {sec['title']}",
+            "",
+            f"SAM's gain over SGD: {gain:.2f} points [{lo:.2f}, {hi:.2f}] (paired bootstrap over seeds).",
+            "",
+            *markdown_table(sec["rows"], sec["front"]),
+            "",
+            f"Pareto front (mean cost, mean error; bold): {', '.join(sec['front'])}.",
+            f"Goal (>= {int(100 * GOAL_SHARE)}% of SAM's gain at <= {GOAL_COST}x SGD, both intervals inside): "
+            f"met by {', '.join(met) or 'none'}; undecided: {', '.join(open_) or 'none'}.",
+            "",
+        ]
+    lines += ["### Settings, from each run's results.json", "", "| optimizer | setting |", "|---|---|"]
+    lines += [f"| {name} | {s or '-'} |" for name, s in settings_by_variant.items()]
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_figure(rows: list[dict], front: list[str], path: Path, title: str = "") -> None:
+def write_figure(sections: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    for r in rows:
-        ax.errorbar(
-            r["cost_x_sgd"], r["test_error_mean"], xerr=r["cost_ci95"] or 0, yerr=r["test_error_ci95"] or 0,
-            fmt="o", color="C3" if r["optimizer"] in front else "C0", capsize=3, alpha=0.85,
+    fig, axes = plt.subplots(1, len(sections), figsize=(6.2 * len(sections), 4.8), squeeze=False)
+    for ax, sec in zip(axes[0], sections):
+        rows, front = sec["rows"], sec["front"]
+        for r in rows:
+            x, y = r["cost_x_sgd"], r["test_error_mean"]
+            xerr = [[x - r["cost_ci_low"]], [r["cost_ci_high"] - x]]
+            ax.errorbar(
+                x, y, xerr=xerr, yerr=r["test_error_ci95"] or 0, fmt="o", capsize=3, alpha=0.85,
+                color="C3" if r["optimizer"] in front else "C0",
+            )  # fmt: skip
+            ax.annotate(r["optimizer"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        pts = sorted((r["cost_x_sgd"], r["test_error_mean"]) for r in rows if r["optimizer"] in front)
+        ax.plot(*zip(*pts), color="C3", lw=1, ls="--", label="Pareto front (means)")
+        by_name = {r["optimizer"]: r for r in rows}
+        e_sgd, e_sam = by_name["sgd"]["test_error_mean"], by_name["sam"]["test_error_mean"]
+        ax.axvline(GOAL_COST, color="grey", lw=0.8, ls=":", label=f"goal: <= {GOAL_COST}x SGD ...")
+        ax.axhline(
+            e_sgd - GOAL_SHARE * (e_sgd - e_sam), color="grey", lw=0.8, ls="-.",
+            label=f"... and <= this error ({int(100 * GOAL_SHARE)}% of SAM's gain)",
         )  # fmt: skip
-        ax.annotate(r["optimizer"], (r["cost_x_sgd"], r["test_error_mean"]), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)  # fmt: skip
-    pts = sorted((r["cost_x_sgd"], r["test_error_mean"]) for r in rows if r["optimizer"] in front)
-    ax.plot(*zip(*pts), color="C3", lw=1, ls="--", label="Pareto front (means)")
-    by_name = {r["optimizer"]: r for r in rows}
-    goal_error = by_name["sgd"]["test_error_mean"] - GOAL_SHARE * (
-        by_name["sgd"]["test_error_mean"] - by_name["sam"]["test_error_mean"]
-    )
-    ax.axvline(GOAL_COST, color="grey", lw=0.8, ls=":", label=f"goal: <= {GOAL_COST}x SGD ...")
-    ax.axhline(
-        goal_error,
-        color="grey",
-        lw=0.8,
-        ls="-.",
-        label=f"... and <= this error ({int(100 * GOAL_SHARE)}% of SAM's gain)",
-    )
-    benched = rows[0]["cost_ci95"] is None
-    ax.set_xlabel(
-        "step time relative to SGD (interleaved benchmark, same model and batch)"
-        if benched
-        else "training time relative to SGD (the study's runs, per-seed ratio)"
-    )
-    ax.set_ylabel("clean test error %")
-    ax.set_title(f"{title}: error vs cost (mean ± 95% CI over seeds)", fontsize=9)
-    ax.legend(fontsize=8)
+        source = rows[0]["cost_source"]
+        ax.set_xlabel(
+            "step time x SGD at the runs' two-pass share (bench_variants, 95% CI over rounds)"
+            if source == "bench_variants"
+            else "training time x SGD (the study's runs, 95% CI over seeds)",
+            fontsize=8,
+        )
+        ax.set_ylabel("clean test error % (mean, 95% CI over seeds)")
+        ax.set_title(sec["title"], fontsize=9)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
 
 
-def write_summary(rows: list[dict], out_dir: Path, title: str = "") -> Path:
-    """summary.md (table + goal check), summary.csv and pareto.png into out_dir; the path of summary.md.
-
-    ``title``: the study's setting, from its runs (:func:`setting_title`).
-    """
-    front = pareto(rows)
+def write_summary(settings: dict[float, Runs], out_dir: Path, n_boot: int, bench: dict | None = None) -> Path:
+    """summary.md, summary.csv and pareto.png (one panel per label-noise setting) into out_dir."""
+    setting = study_setting(settings)
+    sections = []
+    for noise in sorted(settings):
+        rows = summarise(settings[noise], n_boot, bench=bench)
+        sections.append(
+            dict(
+                noise=noise,
+                title=setting_title(setting, noise),
+                rows=rows,
+                front=pareto(rows),
+                sam_gain=sam_gain(settings[noise], n_boot),
+            )
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_markdown(rows, front, out_dir / "summary.md")
+    write_markdown(sections, variant_settings(settings), out_dir / "summary.md")
     with (out_dir / "summary.csv").open("w", newline="") as f:
-        keys = [k for k in rows[0] if not k.startswith("_")]
+        keys = ["label_noise", *sections[0]["rows"][0]]
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
-        w.writerows({k: r[k] for k in keys} for r in rows)
-    write_figure(rows, front, out_dir / "pareto.png", title)
+        for sec in sections:
+            w.writerows({"label_noise": sec["noise"], **r} for r in sec["rows"])
+    write_figure(sections, out_dir / "pareto.png")
     return out_dir / "summary.md"

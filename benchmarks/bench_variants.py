@@ -4,6 +4,9 @@ Usage:
     python benchmarks/bench_variants.py --quick --threads 1 --out runs/bench_variants.md   # CPU, a few minutes
     python benchmarks/bench_variants.py --out results/digits/efficient/bench.md            # the full run
 
+``--out X.md`` also writes ``X.json``: every timed round's ratio to SGD, per model, variant and kind of step
+(``analysis/efficient_study.py`` reads it to cost each variant at the two-pass share its study runs took).
+
 What runs: SGD, SAM and every variant of ``sam.variants``, each built from its ``configs/optimizer/<name>.yaml``
 (its paper's defaults, as ``optimizer=<name>`` runs it; SAM-ON at ASAM-ON's rho 10, Momentum-SAM at its
 rho 3, the others at SAM's 0.05), stepping with the step function ``sam.select_step`` picks, as the
@@ -42,6 +45,7 @@ LookSAM hold g through pass 2), leaving out what an optimizer allocated when it 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -341,9 +345,34 @@ def main(argv: list[str] | None = None) -> None:
         text += "\n\n" + peak_section(args, device)
     print("\n" + text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-        print(f"\nwrote {args.out}")
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+        out.with_suffix(".json").write_text(json.dumps(raw_ratios(results, args, device), indent=1) + "\n")
+        print(f"\nwrote {out} and {out.with_suffix('.json')}")
+
+
+def raw_ratios(results: dict[str, tuple[list[Runner], int]], args, device) -> dict:
+    """Every timed round's step time / SGD's in that round, per model, variant and kind of step."""
+    models = {}
+    for model_name, (runners, pbytes) in results.items():
+        sgd = next(r for r in runners if r.name == "sgd")
+        variants = {}
+        for runner in runners:
+            kinds: dict[str, list[float]] = {}
+            for t, s, two in zip(runner.times, sgd.times, runner.two_pass):
+                kinds.setdefault("all" if two is None else ("sam" if two else "other"), []).append(t / s)
+            variants[runner.name] = {"ratios": kinds, "persistent_copies": persistent_copies(runner, pbytes)}
+        models[model_name] = {
+            "sgd_ms_median": statistics.median(sgd.times) * 1e3,
+            "params": pbytes // 4,
+            "batch_size": args.batch_size if model_name == "wrn_tiny_digits" else args.resnet_batch_size,
+            "variants": variants,
+        }
+    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    return {"device": f"{device} ({dev})", "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "rounds": args.rounds, "warmup": args.warmup, "seed": args.seed, "m": args.m,
+            "precision": resolve_precision(args.precision, device).name, "models": models}  # fmt: skip
 
 
 def peak_section(args, device) -> str:
