@@ -222,19 +222,38 @@ def sam_chunk_passes(
             on_first_gradient(grads)
         optimizer.first_step(grads=grads)  # w -> w + e_i
         del grads
-        guard = amp.overflow_guard(optimizer.grad_norm)
-        # Pass 2 at w + e_i, weight 1/k.
-        try:
-            rng.restore()
-            add_l2_gradient_(params, opts.l2_weight_decay, scale / chunks)
-            with no_sync_if(model, i < chunks - 1), frozen_bn_stats(model):
-                with amp.autocast():
-                    loss_perturbed = opts.loss_fn(model(xc), yc) / chunks
-                amp.backward(guarded_loss(loss_perturbed, guard))
-        finally:
-            optimizer.restore()
+        sam_chunk_second_pass(model, optimizer, xc, yc, opts, params, rng, chunks, last=i == chunks - 1)
     bn.finish()
     return torch.stack(losses).mean(), torch.stack(hits).sum()
+
+
+def sam_chunk_second_pass(
+    model: nn.Module,
+    optimizer: SAM,
+    xc: Tensor,
+    yc: Tensor,
+    opts: StepOptions,
+    params: list[Tensor],
+    rng: RNGState,
+    chunks: int,
+    *,
+    last: bool,
+) -> None:
+    """Pass 2 of one chunk at w + e_i, weight 1/k, with pass 1's randomness; w restored exactly even if it raises.
+
+    DDP averages only the last chunk's backward (``last``): the k SAM gradients are summed locally first.
+    """
+    amp = opts.precision
+    guard = amp.overflow_guard(optimizer.grad_norm)
+    try:
+        rng.restore()
+        add_l2_gradient_(params, opts.l2_weight_decay, amp.loss_scale / chunks)
+        with no_sync_if(model, not last), frozen_bn_stats(model):
+            with amp.autocast():
+                loss_perturbed = opts.loss_fn(model(xc), yc) / chunks
+            amp.backward(guarded_loss(loss_perturbed, guard))
+    finally:
+        optimizer.restore()
 
 
 def sgd_step_chunked(

@@ -46,9 +46,9 @@ from sam.randomness import RNGState, true_gradient
 from sam.steps import (
     StepFn,
     count_hits,
-    guarded_loss,
     no_sync_if,
     num_chunks,
+    sam_chunk_second_pass,
     sam_step,
     sam_step_chunked,
     sgd_step,
@@ -318,16 +318,7 @@ class AESAM(VariantSAM):
                     grads = self._chunk_gradient(model, xc, yc, opts, all_params, scale, [], [])
                 self.first_step(grads=grads)  # w -> w + e_i
                 del grads
-                guard = amp.overflow_guard(self.grad_norm)
-                try:
-                    rng.restore()
-                    add_l2_gradient_(params, opts.l2_weight_decay, scale / chunks)
-                    with no_sync_if(model, i < chunks - 1), frozen_bn_stats(model):
-                        with amp.autocast():
-                            loss_perturbed = opts.loss_fn(model(xc), yc) / chunks
-                        amp.backward(guarded_loss(loss_perturbed, guard))
-                finally:
-                    self.restore()
+                sam_chunk_second_pass(model, self, xc, yc, opts, params, rng, chunks, last=i == chunks - 1)
         elif is_ddp(model):  # the SGD direction averaged over the replicas, as DDP's backward would
             all_reduce_mean_([p.grad for p in params if p.grad is not None])
         return finish_step(self, opts, torch.stack(losses).mean(), torch.stack(hits).sum()), use
