@@ -1,47 +1,16 @@
 """SVHN and Fashion-MNIST (Table 5) read through torchvision from small files written here in the real
 formats: SVHN's MATLAB .mat (X (32, 32, 3, N) uint8, y (N, 1) with 10 for the digit 0) and Fashion-MNIST's
-IDX files (big-endian magic 2051 / 2049, then the dimensions, then the bytes)."""
+IDX files (big-endian magic 2051 / 2049, then the dimensions, then the bytes), by data/standin.py's
+writers (the readers are torchvision's and scipy's, so the check is independent)."""
 
-import struct
 
 import numpy as np
 import pytest
 import torch
-from scipy.io import savemat
 
 from data import DatasetNotFoundError, build_data
+from data.standin import write_fashion_mnist, write_svhn
 from data.svhn_fashion import FASHION_MEAN, FASHION_STD, SVHN_MEAN, SVHN_STD, load_fashion_mnist, load_svhn
-
-
-def write_svhn(root, sizes=(("train", 40), ("extra", 24), ("test", 16)), seed=0):
-    rng = np.random.default_rng(seed)
-    written = {}
-    for split, n in sizes:
-        images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-        digits = rng.integers(0, 10, n)
-        # The .mat layout: X is (H, W, C, N); y is (N, 1) with 1..10, 10 meaning the digit 0.
-        savemat(
-            root / f"{split}_32x32.mat",
-            {"X": images.transpose(1, 2, 3, 0), "y": np.where(digits == 0, 10, digits)[:, None]},
-        )
-        written[split] = (images, digits)
-    return written
-
-
-def write_fashion(root, n_train=30, n_test=12, seed=1):
-    rng = np.random.default_rng(seed)
-    raw = root / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    written = {}
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
-            struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes()
-        )
-        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + labels.tobytes())
-        written[prefix] = (images, labels)
-    return written
 
 
 def test_svhn_reads_train_plus_extra_and_maps_label_10_to_0(tmp_path):
@@ -70,7 +39,7 @@ def test_svhn_through_build_data_normalised_with_the_official_constants(tmp_path
 
 
 def test_fashion_mnist_round_trips_and_trains_with_basic_and_cutout(tmp_path):
-    written = write_fashion(tmp_path)
+    written = write_fashion_mnist(tmp_path)
     train_x, train_y, test_x, test_y = load_fashion_mnist(tmp_path)
     np.testing.assert_array_equal(train_x[..., 0], written["train"][0])
     np.testing.assert_array_equal(train_y, written["train"][1])
