@@ -263,6 +263,21 @@ def sgd_step_chunked(
     chunks = num_chunks(x, m)
     if chunks == 1:
         return sgd_step(model, optimizer, x, y, opts)
+    params = trainable_params(optimizer)
+    loss, hits = sgd_chunk_passes(model, optimizer, x, y, opts, m, chunks)
+    return apply_update(optimizer, params, opts, loss, hits)
+
+
+def sgd_chunk_passes(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    y: Tensor,
+    opts: StepOptions,
+    m: int,
+    chunks: int,
+) -> tuple[Tensor, Tensor]:
+    """The k chunks' gradients at w (+ L2), averaged into ``.grad`` (DDP averages the last); loss and hits."""
     amp = opts.precision
     params = trainable_params(optimizer)
     scale = amp.loss_scale
@@ -281,7 +296,7 @@ def sgd_step_chunked(
         losses.append(loss.detach())
         hits.append(count_hits(logits, yc))
     bn.finish()
-    return apply_update(optimizer, params, opts, torch.stack(losses).mean(), torch.stack(hits).sum())
+    return torch.stack(losses).mean(), torch.stack(hits).sum()
 
 
 # -- what every step shares; public: the SAM variants (sam.variants) build their steps from these -----

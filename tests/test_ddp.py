@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from ddp_launch import torchrun_reports
 
 WORKER = Path(__file__).with_name("ddp_sam_worker.py")
 # A real torchrun launch of two processes (tens of seconds on busy cores): an end-to-end promise.
@@ -18,30 +15,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def ddp_reports(tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("ddp")
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(WORKER.parent.parent), str(WORKER.parent)]),
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(WORKER),
-        str(out),
-    ]
-    # One retry of the launch itself: torchrun --standalone picks a free port between its check and its
-    # use, which a concurrent job can take. The numbers the tests assert on come from one clean run.
-    failures = []
-    for _attempt in range(2):
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        if proc.returncode == 0:
-            break
-        failures.append(proc.stdout[-3000:] + proc.stderr[-3000:])
-    assert proc.returncode == 0, "\n=== next attempt ===\n".join(failures)
-    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    return torchrun_reports(WORKER, out)
 
 
 def test_synced_perturbation_equals_full_batch_sam(ddp_reports):

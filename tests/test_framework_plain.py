@@ -4,7 +4,6 @@ two-call loop (tests/framework_reference.py) bit for bit, and davda54/sam's algo
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 import signal
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ddp_launch import torchrun_reports
 from framework_reference import (
     LR,
     MOMENTUM,
@@ -341,28 +341,7 @@ def test_ddp_recipes_per_replica_with_no_sync_and_synced_without(tmp_path):
     Each equals ``sam_step`` with that ``perturbation`` bit for bit on 2 gloo processes; both keep the
     replicas identical; they differ from each other. ``accumulated_sam_step(no_sync=ddp.no_sync)`` is
     the same step (one micro-batch: bit for bit; two: to fp32 round-off)."""
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(DDP_WORKER),
-    ]
-    failures = []
-    for _attempt in range(2):  # torchrun --standalone's free port can be taken between its check and use
-        proc = subprocess.run([*cmd, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
-        if proc.returncode == 0:
-            break
-        failures.append(proc.stdout[-3000:] + proc.stderr[-3000:])
-    assert proc.returncode == 0, "\n=== next attempt ===\n".join(failures)
-    for rank in range(2):
-        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
+    for report in torchrun_reports(DDP_WORKER, tmp_path):
         for mode in ("per_replica", "synced"):
             assert report[f"{mode}_recipe_vs_sam_step"] == 0.0, mode
             assert report[f"{mode}_ranks_differ"] == 0.0, mode
@@ -402,21 +381,7 @@ def test_lightning_under_ddp_automatic_is_synced_and_manual_with_no_sync_is_per_
     synced two-call recipe on the batches each rank saw, bit for bit, and not the per-replica one; manual
     optimization with pass 1's manual_backward under ``trainer.strategy.model.no_sync()`` is per-replica."""
     worker = Path(__file__).with_name("ddp_lightning_worker.py")
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
-    }
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)]
-    failures = []
-    for _attempt in range(2):  # torchrun --standalone's free port can be taken between its check and use
-        proc = subprocess.run([*cmd, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
-        if proc.returncode == 0:
-            break
-        failures.append(proc.stdout[-3000:] + proc.stderr[-3000:])
-    assert proc.returncode == 0, "\n=== next attempt ===\n".join(failures)
-    for rank in range(2):
-        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
+    for report in torchrun_reports(worker, tmp_path):
         assert report["steps"] == report["batches"] == 3
         assert report["automatic_vs_synced"] == 0.0
         assert report["automatic_vs_per_replica"] > 1e-4

@@ -3,7 +3,6 @@ formats: SVHN's MATLAB .mat (X (32, 32, 3, N) uint8, y (N, 1) with 10 for the di
 IDX files (big-endian magic 2051 / 2049, then the dimensions, then the bytes), by data/standin.py's
 writers (the readers are torchvision's and scipy's, so the check is independent)."""
 
-
 import numpy as np
 import pytest
 import torch

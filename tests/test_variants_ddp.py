@@ -8,13 +8,10 @@ replicas must stay bit-identical.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from ddp_launch import torchrun_reports
 
 WORKER = Path(__file__).with_name("ddp_variants_worker.py")
 NAMES = ("looksam", "gsam", "rst", "sam_late", "mesa", "sam_on", "ae_sam", "esam", "saf", "msam")
@@ -23,28 +20,7 @@ NAMES = ("looksam", "gsam", "rst", "sam_late", "mesa", "sam_on", "ae_sam", "esam
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("ddp_variants")
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(WORKER.parent.parent), str(WORKER.parent)]),
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(WORKER),
-        str(out),
-    ]
-    failures = []
-    for _attempt in range(2):  # torchrun --standalone can lose its port to a concurrent job: one retry
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        if proc.returncode == 0:
-            break
-        failures.append(proc.stdout[-3000:] + proc.stderr[-3000:])
-    assert proc.returncode == 0, "\n=== next attempt ===\n".join(failures)
-    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    return torchrun_reports(WORKER, out)
 
 
 @pytest.mark.slow

@@ -15,7 +15,6 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from sam.batchnorm import ChunkedBNStats
 from sam.optimizer import SAM
 from sam.randomness import RNGState, true_gradient
 from sam.steps import (
@@ -27,6 +26,7 @@ from sam.steps import (
     num_chunks,
     sam_chunk_passes,
     sam_second_pass,
+    sgd_chunk_passes,
     trainable_params,
 )
 from sam.weight_decay import add_l2_gradient_
@@ -157,22 +157,7 @@ def plain_gradient(
         amp.backward(loss)
         add_l2_gradient_(params, opts.l2_weight_decay, scale)
         return loss.detach(), count_hits(logits, y)
-    bn = ChunkedBNStats(model)
-    optimizer.zero_grad(set_to_none=True)
-    losses, hits = [], []
-    for i, (xc, yc) in enumerate(zip(x.split(m), y.split(m))):
-        bn.begin_chunk()
-        add_l2_gradient_(params, opts.l2_weight_decay, scale / chunks)
-        with no_sync_if(model, i < chunks - 1):
-            with amp.autocast():
-                logits = model(xc)
-                loss = opts.loss_fn(logits, yc)
-            amp.backward(loss / chunks)
-        bn.end_chunk()
-        losses.append(loss.detach())
-        hits.append(count_hits(logits, yc))
-    bn.finish()
-    return torch.stack(losses).mean(), torch.stack(hits).sum()
+    return sgd_chunk_passes(model, optimizer, x, y, opts, m, chunks)
 
 
 def dot(a: Sequence[Tensor | None], b: Sequence[Tensor | None]) -> Tensor:
