@@ -143,3 +143,28 @@ def test_compile_and_channels_last_train_the_same_model(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4, msg=k)
+
+
+def test_a_forked_run_imports_nothing_heavy_itself(tmp_path):
+    """tests/cli.py's fork server imports what a run imports (WARM_IMPORTS): train.py loads torch lazily (its
+    --help answers first), so a server that imported train.py alone left every forked run paying ~10 s of
+    torch, torchvision, scikit-learn, SciPy and Hydra imports, most of the suite's time."""
+    from cli import NEW_MODULES_ENV, TINY_RUN
+
+    log = tmp_path / "new_modules.txt"
+    run = run_cli(TINY_RUN, tmp_path / "run", env={NEW_MODULES_ENV: str(log)})
+    assert run.returncode == 0, run.output
+    heavy = (
+        "torch",
+        "torchvision",
+        "sklearn",
+        "scipy",
+        "hydra",
+        "omegaconf",
+        "wandb",
+        "trainer",
+        "data",
+        "models",
+    )
+    new = [m for m in log.read_text().split() if m.split(".")[0] in heavy]
+    assert not new, f"imported by the run, not by the fork server: {new}"
