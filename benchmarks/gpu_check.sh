@@ -32,7 +32,7 @@ OUT=${OUT:-runs/gpu_check/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 
 if [ "$DEVICE" = cpu ]; then  # dry run: tiny sizes, same code paths
-  SAM_ARGS=(--device cpu --model resnet18 --batch-size 16 --m 8 --rounds 1 --warmup 0 --threads 2 --no-memory)
+  SAM_ARGS=(--device cpu --model wrn_tiny_digits --batch-size 16 --m 8 --rounds 1 --warmup 0 --threads 2 --no-memory)
   FP16=fp32  # fp16 needs CUDA: the dry run takes the same path in fp32
   TRAIN_ARGS=(--device cpu --batch-size 16 --batches 2 --rounds 1 --depth 10 --widen-factor 1 --threads 2)
   DATA_ARGS=(--device cpu --num-images 512 --batch-size 64 --repeats 1 --workers 1)
