@@ -126,20 +126,41 @@ def _forward_backward(model: nn.Module, x: torch.Tensor, num_classes: int) -> No
 
 # EfficientNet-b7 (finetuning at 600 px) shrinks 8x8 inputs to 1x1 long before its head (NaN BatchNorm
 # gradients on a batch of 2); tests/test_finetune_experiments.py runs it at 32 px.
-# ResNet-101/152 are ResNet-50's code with more blocks: 5-10 s each to build and run, so in the slow suite.
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.slow) if n in ("resnet101", "resnet152") else n
-        for n in list_models()
-        if n != "efficientnet_b7"
-    ],
-)
+# The deepest registry models run on the meta device: the full architecture's shapes and gradient graph on
+# digits, without a minute of CPU; their blocks' values are checked by the same family at a small depth
+# (ResNet-50 for ResNet-101/152, the bottleneck PyramidNets of DEEP_STAND_INS).
+ON_META = ("pyramidnet272", "pyramidnet272_shakedrop", "resnet101", "resnet152")
+DEEP_STAND_INS = {
+    "pyramidnet_bottleneck": ("pyramidnet", {"depth": 11, "alpha": 8, "bottleneck": True}),
+    "pyramidnet_bottleneck_shakedrop": (
+        "pyramidnet",
+        {"depth": 11, "alpha": 8, "bottleneck": True, "shakedrop": True},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if n != "efficientnet_b7"])
 def test_forward_backward_digits_shape(name):
     """Every registry model on (B, 1, 8, 8) digits-shaped input with in_chans=1."""
     torch.manual_seed(0)
+    if name in ON_META:
+        model = build_on_meta(name, 10, in_chans=1)
+        model.train()
+        out = model(torch.randn(2, 1, 8, 8, device="meta"))
+        assert out.shape == (2, 10)
+        out.square().mean().backward()
+        assert all(p.grad is not None and p.grad.shape == p.shape for p in model.parameters())
+        return
     model = create_model(name, 10, in_chans=1, **SMALL_KWARGS.get(name, {}))
     _forward_backward(model, torch.randn(2, 1, 8, 8), 10)
+
+
+@pytest.mark.parametrize("stand_in", sorted(DEEP_STAND_INS))
+def test_forward_backward_digits_shape_of_the_deep_models_blocks(stand_in):
+    """The blocks of the models run on meta above, with values: finite outputs and gradients on digits."""
+    torch.manual_seed(0)
+    family, kwargs = DEEP_STAND_INS[stand_in]
+    _forward_backward(create_model(family, 10, in_chans=1, **kwargs), torch.randn(2, 1, 8, 8), 10)
 
 
 @pytest.mark.parametrize("name", [*sorted(SMALL_KWARGS), "resnet32", "resnet50"])
