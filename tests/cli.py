@@ -196,34 +196,37 @@ def train_in_process(overrides: list[str], run_dir: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------- fork server
-_server: subprocess.Popen | None = None
+_servers: dict[Path, subprocess.Popen] = {}  # one per repository root (a test's copy has its own)
 _server_lock = threading.Lock()  # one request at a time: run_many's callers may be threads
 
 
-def run_forked(jobs: list[dict[str, Any]], workers: int = 3, timeout: float = 120) -> list[Run]:
+def run_forked(
+    jobs: list[dict[str, Any]], workers: int = 3, timeout: float = 120, root: Path = REPO
+) -> list[Run]:
     """Each job ``{"args": [...], "run_dir": Path, "env": {...}, "fault": ...}`` as a forked train.py.
 
+    ``root``: the repository whose train.py (and modules) run, REPO or a test's copy of it.
     Returns one :class:`Run` per job (returncode negative = killed by that signal, as subprocess).
     A child still running after ``timeout`` seconds is killed (returncode -9).
     """
     with _server_lock:
-        return _run_forked(jobs, workers, timeout)
+        return _run_forked(jobs, workers, timeout, Path(root))
 
 
-def _run_forked(jobs: list[dict[str, Any]], workers: int, timeout: float) -> list[Run]:
-    global _server
-    if _server is None or _server.poll() is not None:
+def _run_forked(jobs: list[dict[str, Any]], workers: int, timeout: float, root: Path) -> list[Run]:
+    server = _servers.get(root)
+    if server is None or server.poll() is not None:
         env = {k: v for k, v in os.environ.items() if k != "SAM_REPRO_FAULT"}
         env.update({"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"})
-        _server = subprocess.Popen(
-            [sys.executable, __file__, "--fork-server"],
-            cwd=REPO,
+        server = _servers[root] = subprocess.Popen(
+            [sys.executable, __file__, "--fork-server", str(root)],
+            cwd=root,
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        atexit.register(_server.stdin.close)
+        atexit.register(server.stdin.close)
     request, outputs = [], []
     for i, job in enumerate(jobs):
         run_dir = job.get("run_dir")
@@ -235,11 +238,11 @@ def _run_forked(jobs: list[dict[str, Any]], workers: int, timeout: float) -> lis
         argv = train_command(job["args"], job.get("run_dir"), script=script)[1:]
         env = child_env(job.get("env"), job.get("fault"))
         request.append({"argv": argv, "env": env, "stdout": str(paths[0]), "stderr": str(paths[1])})
-    _server.stdin.write(json.dumps({"jobs": request, "workers": workers, "timeout": timeout}) + "\n")
-    _server.stdin.flush()
-    reply = _server.stdout.readline()
+    server.stdin.write(json.dumps({"jobs": request, "workers": workers, "timeout": timeout}) + "\n")
+    server.stdin.flush()
+    reply = server.stdout.readline()
     if not reply:
-        raise RuntimeError(f"the fork server died (exit code {_server.wait()})")
+        raise RuntimeError(f"the fork server died (exit code {server.wait()})")
     runs = []
     for job, (out, err), result in zip(request, outputs, json.loads(reply)):
         runs.append(
@@ -256,7 +259,7 @@ def _run_forked(jobs: list[dict[str, Any]], workers: int, timeout: float) -> lis
     return runs
 
 
-def _child(job: dict[str, Any]) -> None:
+def _child(job: dict[str, Any], root: Path) -> None:
     """In the forked child: the caller's environment, output redirected, argv set; the script (train.py or
     tests/faults.py) as __main__; then what interpreter exit does (atexit handlers), and its exit code."""
     code = 1
@@ -268,7 +271,7 @@ def _child(job: dict[str, Any]) -> None:
             os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
         sys.argv = job["argv"]
         try:
-            runpy.run_path(str(REPO / job["argv"][0]), run_name="__main__")  # its imports are cached already
+            runpy.run_path(str(root / job["argv"][0]), run_name="__main__")  # its imports are cached already
             code = 0
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
@@ -333,9 +336,9 @@ WARM_IMPORTS = (
 )
 
 
-def _serve() -> None:
-    """Import train.py once; per request line, fork its jobs (``workers`` at a time) and reply with codes."""
-    sys.path.insert(0, str(REPO))
+def _serve(root: Path) -> None:
+    """Import a run's modules once; per request line, fork its jobs (``workers`` at a time), reply with codes."""
+    sys.path.insert(0, str(root))
     for name in WARM_IMPORTS:  # what a run imports, paid once here rather than in every child
         importlib.import_module(name)
 
@@ -349,7 +352,7 @@ def _serve() -> None:
                 sys.stdout.flush()
                 pid = os.fork()
                 if pid == 0:
-                    _child(jobs[i])
+                    _child(jobs[i], root)
                 running[pid] = (i, time.perf_counter())
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
@@ -366,8 +369,8 @@ def _serve() -> None:
         print(json.dumps(results), flush=True)
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["--fork-server"]:
-    _serve()
+if __name__ == "__main__" and sys.argv[1:2] == ["--fork-server"]:
+    _serve(Path(sys.argv[2]))
 
 
 def copy_repository(dest: Path) -> Path:

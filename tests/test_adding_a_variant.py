@@ -1,7 +1,8 @@
 """docs/adding-a-variant.md, followed literally: a new SAM variant is one file and one config.
 
 The test copies the repository, writes the page's two files into the copy (nothing else changes),
-trains the variant through the copy's ``train.py`` with m-sharpness chunks, kills one run with SIGKILL
+trains the variant through the copy's ``train.py`` (forked from a server that imported the copy's modules, as
+tests/cli.py does for the repository) with m-sharpness chunks, kills one run with SIGKILL
 mid-training and resumes it, and finds the variant in ``scripts/compare.py``'s table. The independent
 check of what the variant computes: e(w) has norm rho and is not along the gradient (a run of SAM with
 the same seed ends elsewhere), and the killed-and-resumed run equals the uninterrupted one bit for bit.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli import REPO, TINY_RUN, child_env, copy_repository, final_weights, results_numbers, same_tensors
+from cli import REPO, TINY_RUN, Run, copy_repository, final_weights, results_numbers, run_forked, same_tensors
 
 PAGE = REPO / "docs" / "adding-a-variant.md"
 FILE_BLOCK = re.compile(r"<!-- file: (\S+) -->\n```\w*\n(.*?)```", re.S)
@@ -31,12 +32,10 @@ def page_files() -> dict[str, str]:
     return files
 
 
-def train(copy: Path, run_dir: Path, *extra: str, fault: str | None = None) -> subprocess.CompletedProcess:
-    script = "tests/faults.py" if fault else "train.py"
-    cmd = [sys.executable, script, *TINY_RUN, *extra, f"hydra.run.dir={run_dir}"]
-    return subprocess.run(
-        cmd, cwd=copy, env=child_env(fault=fault), capture_output=True, text=True, timeout=300
-    )
+def train(copy: Path, run_dir: Path, *extra: str, fault: str | None = None) -> Run:
+    """The copy's ``python train.py ...`` (forked from a server that imported the copy's modules)."""
+    job = {"args": [*TINY_RUN, *extra], "run_dir": run_dir, "fault": fault}
+    return run_forked([job], workers=1, timeout=300, root=copy)[0]
 
 
 def test_the_page_adds_a_variant_that_trains_resumes_and_compares(tmp_path):
@@ -51,20 +50,20 @@ def test_the_page_adds_a_variant_that_trains_resumes_and_compares(tmp_path):
     runs = tmp_path / "runs"
     variant = ["optimizer=random_sam", "rho=0.05"]
     whole = train(copy, runs / "random_sam", *variant)
-    assert whole.returncode == 0, whole.stdout + whole.stderr
-    assert "random_sam_step_m16" in whole.stdout + whole.stderr  # the chunked (m-sharpness) SAM step
+    assert whole.returncode == 0, whole.output
+    assert "random_sam_step_m16" in whole.output  # the chunked (m-sharpness) SAM step
 
     killed = train(copy, runs / "random_sam_killed", *variant, fault="step:5")
-    assert killed.returncode == -9, killed.stdout + killed.stderr
+    assert killed.returncode == -9, killed.output
     assert not (runs / "random_sam_killed" / "results.json").exists()
     resumed = train(copy, runs / "random_sam_killed", *variant)
-    assert resumed.returncode == 0 and "resumed from" in resumed.stdout + resumed.stderr, resumed.stderr
+    assert resumed.returncode == 0 and "resumed from" in resumed.output, resumed.output
     numbers = results_numbers(runs / "random_sam")
     assert results_numbers(runs / "random_sam_killed") == numbers
     assert same_tensors(final_weights(runs / "random_sam_killed"), final_weights(runs / "random_sam"))
 
     sam = train(copy, runs / "sam", "optimizer=sam", "rho=0.05")
-    assert sam.returncode == 0, sam.stderr
+    assert sam.returncode == 0, sam.output
     assert not same_tensors(final_weights(runs / "sam"), final_weights(runs / "random_sam"))
     results = json.loads((runs / "random_sam" / "results.json").read_text())
     assert (results["optimizer"], results["rho"], results["m"]) == ("random_sam", 0.05, 16)
