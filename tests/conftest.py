@@ -3,8 +3,10 @@
 Every worker computes with one torch thread: the workers already fill the cores, and two threads per
 worker on two cores only add contention. Files are handed out in collection order
 (``--no-loadscope-reorder``), which this hook makes xdist's own order (most tests first) except that
-the SLURM scenarios start first: they take minutes of mostly waiting for the scheduler, which then
-overlaps the rest of the suite instead of ending it.
+the longest files start first: the SLURM scenarios take minutes of mostly waiting for the scheduler,
+which then overlaps the rest of the suite instead of ending it, and a file of one long test (the GPU
+check's dry run, a fresh install, the documented examples) sorted last by its count would end the suite
+on one core.
 """
 
 from __future__ import annotations
@@ -19,9 +21,19 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
     torch.set_num_threads(1)
 
-FIRST = ("test_slurm.py",)
+FIRST = (  # in this order, then the rest by number of tests
+    "test_slurm.py",
+    "test_gpu_check.py",
+    "test_package.py",
+    "test_adding_a_variant.py",
+    "test_doc_examples.py",
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     tests_per_file = Counter(item.path for item in items)
-    items.sort(key=lambda item: (item.path.name not in FIRST, -tests_per_file[item.path]))  # stable
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        name = item.path.name
+        return (FIRST.index(name), 0) if name in FIRST else (len(FIRST), -tests_per_file[item.path])
+
+    items.sort(key=rank)  # stable: a file's tests keep their order
