@@ -116,7 +116,12 @@ def study_setting(settings: dict[float, Runs]) -> dict:
     differ = {k: sorted(v) for k, v in values.items() if len(v) > 1}
     if differ:
         raise ValueError(f"the runs of this study differ in {differ}: pair only runs of one setting")
-    return {key: _value(runs[0], key) for key in SHARED}
+    models = {model_name(r) for r in runs}
+    if len(models) > 1:
+        raise ValueError(
+            f"the runs of this study train different models {sorted(models)}: one model per study"
+        )
+    return {key: _value(runs[0], key) for key in SHARED} | {"model": models.pop()}
 
 
 def variant_settings(settings: dict[float, Runs]) -> dict[str, str]:
@@ -133,8 +138,15 @@ def variant_settings(settings: dict[float, Runs]) -> dict[str, str]:
     return {name: next(iter(v)) for name, v in found.items()}
 
 
+def model_name(r: dict) -> str:
+    """``wide_resnet 10-2`` (family, depth-width) from a run's results.json and config."""
+    model = (r.get("config") or {}).get("model") or {}
+    size = "-".join(str(model[k]) for k in ("depth", "widen_factor") if model.get(k) is not None)
+    return f"{r.get('model')} {size}".strip()
+
+
 def setting_title(setting: dict, noise: float) -> str:
-    """``digits, wrn_tiny, 24 epochs, 40% label noise`` from the runs themselves."""
+    """``digits, wide_resnet 10-2, 24 epochs, 40% label noise`` from the runs themselves."""
     parts = [str(setting.get("dataset")), str(setting.get("model")), f"{setting.get('epochs')} epochs"]
     parts.append(f"{noise:.0%} label noise" if noise else "clean labels")
     return ", ".join(parts)
@@ -194,7 +206,12 @@ def verdict(cost: tuple[float, float], share: tuple[float, float]) -> str:
 def summarise(
     runs: Runs, n_boot: int, seed: int = 0, bench: dict[str, dict[str, list[float]]] | None = None
 ) -> list[dict]:
-    """One row per optimizer of one setting (see the module docstring for each quantity)."""
+    """One row per optimizer of one setting (see the module docstring for each quantity).
+
+    Where SAM's own gain over SGD is not distinguishable from zero (its interval reaches 0), there is no
+    gain to keep: every variant's goal is "n/a" rather than a verdict on a ratio of noise.
+    """
+    gain_resolved = sam_gain(runs, n_boot, seed)[1] > 0
     sgd, sam = runs["sgd"], runs["sam"]
     rng = np.random.default_rng(seed)
     rows = []
@@ -242,7 +259,11 @@ def summarise(
                 study_time_ci95=time_ci,
                 two_pass_share=passes,
                 wall_time_s=statistics.fmean(by_seed[s]["wall_time_s"] for s in seeds),
-                goal="" if name in ("sgd", "sam") else verdict((cost_lo, cost_hi), (float(lo), float(hi))),
+                goal=""
+                if name in ("sgd", "sam")
+                else verdict((cost_lo, cost_hi), (float(lo), float(hi)))
+                if gain_resolved
+                else "n/a",
             )
         )
     order = list(PAPERS)
@@ -322,10 +343,13 @@ def write_markdown(sections: list[dict], settings_by_variant: dict[str, str], pa
         gain, lo, hi = sec["sam_gain"]
         met = [r["optimizer"] for r in sec["rows"] if r["goal"] == "yes"]
         open_ = [r["optimizer"] for r in sec["rows"] if r["goal"] == "undecided"]
+        resolved = (
+            "" if lo > 0 else " Its interval reaches 0: there is no gain to keep, so no goal verdict (n/a)."
+        )
         lines += [
             f"### {sec['title']}",
             "",
-            f"SAM's gain over SGD: {gain:.2f} points [{lo:.2f}, {hi:.2f}] (paired bootstrap over seeds).",
+            f"SAM's gain over SGD: {gain:.2f} points [{lo:.2f}, {hi:.2f}] (paired bootstrap over seeds).{resolved}",
             "",
             *markdown_table(sec["rows"], sec["front"]),
             "",

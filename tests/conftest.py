@@ -32,6 +32,7 @@ FIRST = (  # in this order, then the rest by number of tests
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     tests_per_file = Counter(item.path for item in items)
+
     def rank(item: pytest.Item) -> tuple[int, int]:
         name = item.path.name
         return (FIRST.index(name), 0) if name in FIRST else (len(FIRST), -tests_per_file[item.path])

@@ -101,6 +101,22 @@ def test_the_goal_is_decided_on_both_intervals(cost, share, expected):
     assert verdict(cost, share) == expected
 
 
+def test_no_goal_verdict_where_sams_own_gain_is_not_resolved(tmp_path):
+    """SAM 1 point better on one seed, 1 worse on another: its gain's interval reaches 0, so a variant's
+    "share" of it is a ratio of noise and the goal is n/a, not a verdict."""
+    for seed, (e_sgd, e_sam) in {0: (1.0, 0.0), 1: (1.0, 2.0), 2: (1.0, 1.0)}.items():
+        for name, err in (("sgd", e_sgd), ("sam", e_sam), ("mesa", 1.0)):
+            write_fake_run(
+                tmp_path, f"{name}_{seed}", optimizer=name, seed=seed, test_error=err, images_per_s=1.0,
+                wall_time_s=1.0,
+            )  # fmt: skip
+    (runs,) = load(tmp_path).values()
+    gain, lo, hi = sam_gain(runs, 2000)
+    assert gain == pytest.approx(0.0) and lo < 0 < hi
+    rows = {r["optimizer"]: r for r in summarise(runs, n_boot=2000)}
+    assert rows["mesa"]["goal"] == "n/a"
+
+
 def test_missing_reference_duplicate_seeds_and_mixed_variant_settings_are_errors(tmp_path):
     write_fake_run(tmp_path / "a", "only", optimizer="looksam", seed=0, images_per_s=1.0, wall_time_s=1.0)
     with pytest.raises(ValueError, match="needs SGD and SAM"):
