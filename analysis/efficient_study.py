@@ -372,7 +372,20 @@ def write_figure(sections: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(sections), figsize=(6.2 * len(sections), 4.8), squeeze=False)
     for ax, sec in zip(axes[0], sections):
         rows, front = sec["rows"], sec["front"]
+        by_name = {r["optimizer"]: r for r in rows}
+        e_sgd, e_sam = by_name["sgd"]["test_error_mean"], by_name["sam"]["test_error_mean"]
+        # A run far off the others' scale (e.g. a diverged method) is marked at the top, not drawn there.
+        limit = 3 * (e_sgd + (by_name["sgd"]["test_error_ci95"] or 0))
+        shown = [r for r in rows if r["test_error_mean"] <= limit]
+        top = 1.15 * max(r["test_error_mean"] + (r["test_error_ci95"] or 0) for r in shown)
         for r in rows:
+            if r["test_error_mean"] > limit:
+                ax.annotate(
+                    f"{r['optimizer']}: {r['test_error_mean']:.1f}% (off scale)", (r["cost_x_sgd"], top),
+                    xytext=(0, -14), textcoords="offset points", ha="center", fontsize=8,
+                    arrowprops={"arrowstyle": "->", "color": "grey"},
+                )  # fmt: skip
+                continue
             x, y = r["cost_x_sgd"], r["test_error_mean"]
             xerr = [[x - r["cost_ci_low"]], [r["cost_ci_high"] - x]]
             ax.errorbar(
@@ -382,8 +395,7 @@ def write_figure(sections: list[dict], path: Path) -> None:
             ax.annotate(r["optimizer"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
         pts = sorted((r["cost_x_sgd"], r["test_error_mean"]) for r in rows if r["optimizer"] in front)
         ax.plot(*zip(*pts), color="C3", lw=1, ls="--", label="Pareto front (means)")
-        by_name = {r["optimizer"]: r for r in rows}
-        e_sgd, e_sam = by_name["sgd"]["test_error_mean"], by_name["sam"]["test_error_mean"]
+        ax.set_ylim(0, top)
         ax.axvline(GOAL_COST, color="grey", lw=0.8, ls=":", label=f"goal: <= {GOAL_COST}x SGD ...")
         ax.axhline(
             e_sgd - GOAL_SHARE * (e_sgd - e_sam), color="grey", lw=0.8, ls="-.",
