@@ -115,11 +115,14 @@ def measure(args: argparse.Namespace, argv: list[str]) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> list[dict]:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--experiment", required=True, help="an experiment config, e.g. cifar10_resnet32_noise20_sam"
+        "--experiment",
+        action="append",
+        required=True,
+        help="an experiment config, e.g. cifar10_resnet32_noise20_sam (repeatable: one row each, one process)",
     )
     p.add_argument("--override", action="append", default=[], help="a config override (repeatable)")
     p.add_argument("--device", default="cuda")
@@ -136,16 +139,32 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args.m == 0:
         args.m = None
-    row = measure(args, argv)
-    print(
-        f"{row['model']} {row['image_size']}px {row['precision']} batch {row['batch_size']} m {row['m']} on "
-        f"{row['gpu']}: SAM {row['sam_images_per_s']:,.1f} img/s, SGD {row['sgd_images_per_s']:,.1f} img/s"
-    )
-    if args.write:
-        merge_row(row, Path(args.write))
-        print(f"written to {args.write}")
-    print(json.dumps(row))
-    return row
+    rows = []
+    for experiment in args.experiment:  # each row records the command that measures it alone
+        one = argparse.Namespace(**{**vars(args), "experiment": experiment})
+        row = measure(one, [*_without_experiments(argv), "--experiment", experiment])
+        print(
+            f"{row['model']} {row['image_size']}px {row['precision']} batch {row['batch_size']} m {row['m']} "
+            f"on {row['gpu']}: SAM {row['sam_images_per_s']:,.1f} img/s, SGD {row['sgd_images_per_s']:,.1f} img/s"
+        )
+        if args.write:
+            merge_row(row, Path(args.write))
+            print(f"written to {args.write}")
+        print(json.dumps(row))
+        rows.append(row)
+    return rows
+
+
+def _without_experiments(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--experiment":
+            skip = True
+        elif not arg.startswith("--experiment="):
+            out.append(arg)
+    return out
 
 
 if __name__ == "__main__":

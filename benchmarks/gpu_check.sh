@@ -32,7 +32,7 @@ OUT=${OUT:-runs/gpu_check/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 
 if [ "$DEVICE" = cpu ]; then  # dry run: tiny sizes, same code paths
-  SAM_ARGS=(--device cpu --model wrn_tiny_digits --batch-size 16 --m 8 --rounds 1 --warmup 0 --threads 2 --no-memory)
+  SAM_ARGS=(--device cpu --model wrn_tiny_digits --batch-size 8 --m 4 --rounds 1 --warmup 0 --threads 2 --no-memory)
   FP16=fp32  # fp16 needs CUDA: the dry run takes the same path in fp32
   TRAIN_ARGS=(--device cpu --batch-size 16 --batches 2 --rounds 1 --depth 10 --widen-factor 1 --threads 2)
   DATA_ARGS=(--device cpu --num-images 512 --batch-size 64 --repeats 1 --workers 1)
@@ -60,6 +60,29 @@ else
   TP_B7=(--batch-size 32)         # 2 chunks of m = 16 at 600 px
 fi
 TP="$PY benchmarks/bench_throughput.py ${TP_ARGS[*]}"
+# images/s per paper model for scripts/sweep_cost.py (the cell's batch and m unless set above): a step per
+# model on a GPU; the dry run measures the same experiments in four processes (each start costs seconds)
+if [ "$DEVICE" = cpu ]; then
+  TP_STEPS=(
+    "tp_cifar_models|$TP --experiment cifar10_wrn28_10_200ep_basic_sam --experiment fashion_mnist_wrn28_10_basic_sam --experiment cifar100_shake_shake_26_2x96d_basic_sam --experiment cifar100_pyramidnet272_basic_sam --experiment cifar100_pyramidnet272_shakedrop_basic_sam ${TP_TINY[*]}"
+    "tp_resnet32|$TP --experiment cifar10_resnet32_noise20_sam"
+    "tp_imagenet_resnets|$TP --experiment imagenet_resnet50_100ep_sam --experiment imagenet_resnet101_100ep_sam --experiment imagenet_resnet152_100ep_sam ${TP_IMAGENET[*]} ${TP_SMALL[*]}"
+    "tp_efficientnet_b7|$TP --experiment finetune/cifar10_efficientnet_b7_sam ${TP_TINY[*]} ${TP_B7[*]} ${TP_SMALL[*]}"
+  )
+else
+  TP_STEPS=(
+    "tp_wrn28_10|$TP --experiment cifar10_wrn28_10_200ep_basic_sam"
+    "tp_wrn28_10_fmnist|$TP --experiment fashion_mnist_wrn28_10_basic_sam"
+    "tp_shake_shake|$TP --experiment cifar100_shake_shake_26_2x96d_basic_sam"
+    "tp_pyramidnet272|$TP --experiment cifar100_pyramidnet272_basic_sam"
+    "tp_pyramidnet272_sd|$TP --experiment cifar100_pyramidnet272_shakedrop_basic_sam"
+    "tp_resnet32|$TP --experiment cifar10_resnet32_noise20_sam"
+    "tp_resnet50|$TP --experiment imagenet_resnet50_100ep_sam ${TP_IMAGENET[*]}"
+    "tp_resnet101|$TP --experiment imagenet_resnet101_100ep_sam ${TP_IMAGENET[*]}"
+    "tp_resnet152|$TP --experiment imagenet_resnet152_100ep_sam ${TP_IMAGENET[*]}"
+    "tp_efficientnet_b7|$TP --experiment finetune/cifar10_efficientnet_b7_sam ${TP_B7[*]}"
+  )
+fi
 
 STEPS=(
   "pytest_gpu|$PY -m pytest -m gpu -n0 -q -p no:cacheprovider tests/test_gpu.py"  # -n0: one GPU, one test at a time
@@ -69,17 +92,7 @@ STEPS=(
   "bench_data|$PY benchmarks/bench_data.py ${DATA_ARGS[*]}"
   "wrn28_10_bf16_cl|$PY benchmarks/bench_wrn.py ${WRN_ARGS[*]} --precision bf16 --channels-last"
   "wrn28_10_bf16_cl_compile|$PY benchmarks/bench_wrn.py ${WRN_ARGS[*]} --precision bf16 --channels-last --compile"
-  # images/s per paper model for scripts/sweep_cost.py (the cell's batch and m unless set above)
-  "tp_wrn28_10|$TP --experiment cifar10_wrn28_10_200ep_basic_sam ${TP_TINY[*]}"
-  "tp_wrn28_10_fmnist|$TP --experiment fashion_mnist_wrn28_10_basic_sam ${TP_TINY[*]}"
-  "tp_shake_shake|$TP --experiment cifar100_shake_shake_26_2x96d_basic_sam ${TP_TINY[*]}"
-  "tp_pyramidnet272|$TP --experiment cifar100_pyramidnet272_basic_sam ${TP_TINY[*]}"
-  "tp_pyramidnet272_sd|$TP --experiment cifar100_pyramidnet272_shakedrop_basic_sam ${TP_TINY[*]}"
-  "tp_resnet32|$TP --experiment cifar10_resnet32_noise20_sam"
-  "tp_resnet50|$TP --experiment imagenet_resnet50_100ep_sam ${TP_IMAGENET[*]} ${TP_SMALL[*]}"
-  "tp_resnet101|$TP --experiment imagenet_resnet101_100ep_sam ${TP_IMAGENET[*]} ${TP_SMALL[*]}"
-  "tp_resnet152|$TP --experiment imagenet_resnet152_100ep_sam ${TP_IMAGENET[*]} ${TP_SMALL[*]}"
-  "tp_efficientnet_b7|$TP --experiment finetune/cifar10_efficientnet_b7_sam ${TP_TINY[*]} ${TP_B7[*]} ${TP_SMALL[*]}"
+  "${TP_STEPS[@]}"
 )
 
 $PY - <<'PY' > "$OUT/device.txt" 2>&1
@@ -106,7 +119,8 @@ for entry in "${STEPS[@]}"; do
     bench_sam*) headline=$(grep -E "^(sam|chunked) " "$OUT/$name.log" | tr -s ' ' | paste -sd ';' -) ;;
     bench_train) headline=$(grep -E "ours / bare" "$OUT/$name.log" | tail -1) ;;
     bench_data) headline=$(grep -E "^basic " "$OUT/$name.log" | tr -s ' ' | tail -1) ;;
-    wrn*|tp_*) headline=$(grep -E "img/s" "$OUT/$name.log" | tail -1) ;;
+    wrn*) headline=$(grep -E "img/s" "$OUT/$name.log" | tail -1) ;;
+    tp_*) headline="$(grep -c " img/s, SGD" "$OUT/$name.log") row(s); $(grep -E "img/s" "$OUT/$name.log" | tail -1)" ;;
   esac
   [ -z "$headline" ] && headline=$(grep -v '^\s*$' "$OUT/$name.log" | tail -1)
   ROWS+=("$(printf '%-26s %-9s %6ss  %s' "$name" "$status" "$seconds" "${headline:0:110}")")

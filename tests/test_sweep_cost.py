@@ -124,21 +124,28 @@ def test_presets_expand_to_their_jobs(capsys, tmp_path):
     assert capsys.readouterr().out.startswith("5 jobs, ")
 
 
-def test_benchmark_writes_a_row_in_the_files_format(tmp_path):
+def test_benchmark_writes_a_row_per_experiment_in_the_files_format(tmp_path):
     from benchmarks.bench_throughput import main as bench
 
     path = tmp_path / "throughput.yaml"
     path.write_text("# header\nrows: []\n")
     args = ["--experiment", "quickstart", "--device", "cpu", "--precision", "fp32", "--batch-size", "8", "--m", "4",
-            "--steps", "1", "--warmup", "0", "--write", str(path)]  # fmt: skip
-    row = bench(args)
-    (written,) = load_rows(path)
-    assert written == yaml.safe_load(yaml.safe_dump(row))
-    assert written["model"] == "wide_resnet" and written["image_size"] == 8 and written["m"] == 4
-    assert written["gpu"] == "cpu" and written["sam_images_per_s"] > 0 and written["sgd_images_per_s"] > 0
-    assert {"date", "commit", "command"} <= set(written) and written["command"].startswith(
-        "python benchmarks/bench_throughput.py --experiment quickstart"
-    )
+            "--steps", "1", "--warmup", "0", "--write", str(path), "--experiment", "cifar10_resnet32_noise20_sam"]  # fmt: skip
+    rows = bench(args)
+    written = {row["experiment"]: row for row in load_rows(path)}
+    assert written == {row["experiment"]: yaml.safe_load(yaml.safe_dump(row)) for row in rows}
+    first, second = written["quickstart"], written["cifar10_resnet32_noise20_sam"]
+    assert first["model"] == "wide_resnet" and first["image_size"] == 8 and first["m"] == 4
+    assert second["model"] == "resnet32" and second["image_size"] == 32
+    for row, experiment in ((first, "quickstart"), (second, "cifar10_resnet32_noise20_sam")):
+        assert row["gpu"] == "cpu" and row["sam_images_per_s"] > 0 and row["sgd_images_per_s"] > 0
+        assert {"date", "commit", "command"} <= set(row)
+        # the command that measures this row alone
+        assert row["command"].startswith("python benchmarks/bench_throughput.py --device cpu")
+        assert (
+            row["command"].endswith(f"--experiment {experiment}")
+            and row["command"].count("--experiment") == 1
+        )
 
 
 def test_every_dataset_config_has_a_size():
