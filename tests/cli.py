@@ -124,6 +124,12 @@ def run_train(
     return Run(cmd, proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
 
 
+def run_script(script: str, args: list[str], *, root: Path = REPO, timeout: float = 300) -> Run:
+    """``python SCRIPT ARGS`` from ``root`` (e.g. ``scripts/compare.py``), forked from the server like train.py."""
+    job = {"args": [str(a) for a in args], "script": script}
+    return run_forked([job], workers=1, timeout=timeout, root=root)[0]
+
+
 def child_env(env: dict[str, str] | None = None, fault: str | None = None) -> dict[str, str]:
     """This process's environment for a train.py child: one thread, W&B offline, ``env`` added."""
     full_env = {k: v for k, v in os.environ.items() if k != "SAM_REPRO_FAULT"}
@@ -203,7 +209,8 @@ _server_lock = threading.Lock()  # one request at a time: run_many's callers may
 def run_forked(
     jobs: list[dict[str, Any]], workers: int = 3, timeout: float = 120, root: Path = REPO
 ) -> list[Run]:
-    """Each job ``{"args": [...], "run_dir": Path, "env": {...}, "fault": ...}`` as a forked train.py.
+    """Each job ``{"args": [...], "run_dir": Path, "env": {...}, "fault": ..., "script": ...}`` forked: train.py
+    (``tests/faults.py`` with a fault; another script of the repository with ``script``).
 
     ``root``: the repository whose train.py (and modules) run, REPO or a test's copy of it.
     Returns one :class:`Run` per job (returncode negative = killed by that signal, as subprocess).
@@ -234,7 +241,7 @@ def _run_forked(jobs: list[dict[str, Any]], workers: int, timeout: float, root: 
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = (out_dir / f"fork{i}.stdout", out_dir / f"fork{i}.stderr")
         outputs.append(paths)
-        script = "tests/faults.py" if job.get("fault") else "train.py"
+        script = job.get("script") or ("tests/faults.py" if job.get("fault") else "train.py")
         argv = train_command(job["args"], job.get("run_dir"), script=script)[1:]
         env = child_env(job.get("env"), job.get("fault"))
         request.append({"argv": argv, "env": env, "stdout": str(paths[0]), "stderr": str(paths[1])})

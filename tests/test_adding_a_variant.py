@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from cli import REPO, TINY_RUN, Run, copy_repository, final_weights, results_numbers, run_forked, same_tensors
+from cli import (
+    REPO,
+    TINY_RUN,
+    Run,
+    copy_repository,
+    final_weights,
+    results_numbers,
+    run_forked,
+    run_script,
+    same_tensors,
+)
 
 PAGE = REPO / "docs" / "adding-a-variant.md"
 FILE_BLOCK = re.compile(r"<!-- file: (\S+) -->\n```\w*\n(.*?)```", re.S)
@@ -68,9 +76,7 @@ def test_the_page_adds_a_variant_that_trains_resumes_and_compares(tmp_path):
     results = json.loads((runs / "random_sam" / "results.json").read_text())
     assert (results["optimizer"], results["rho"], results["m"]) == ("random_sam", 0.05, 16)
 
-    table = subprocess.run(
-        [sys.executable, "scripts/compare.py", str(runs)], cwd=copy, capture_output=True, text=True
-    )
+    table = run_script("scripts/compare.py", [runs], root=copy)
     assert table.returncode == 0, table.stderr
     rows = [line for line in table.stdout.splitlines() if "| random_sam |" in line]
     assert len(rows) == 1, table.stdout  # the variant's own cell (both of its runs), apart from SAM's

@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
 import sys
 
 import pytest
-from cli import REPO, child_env
+from cli import REPO, Run, run_script
 
 SMOKE = ["epochs=1", "trainer.limit_train_batches=2", "logger=none"]
 pytestmark = pytest.mark.slow
@@ -28,10 +27,10 @@ def documented(page: str, starts: str) -> list[str]:
     raise AssertionError(f"docs/{page} has no command starting with {starts!r}")
 
 
-def run(argv: list[str], tmp_path, extra: list[str]) -> subprocess.CompletedProcess:
-    argv = [sys.executable, *argv[1:], *extra]
-    argv = [a.replace("runs/", f"{tmp_path}/runs/") for a in argv]
-    return subprocess.run(argv, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300)
+def run(argv: list[str], tmp_path, extra: list[str]) -> Run:
+    """``python SCRIPT ARGS`` as the page shows it, with runs/ under tmp_path (forked, tests/cli.py)."""
+    args = [a.replace("runs/", f"{tmp_path}/runs/") for a in [*argv[2:], *extra]]
+    return run_script(argv[1], args)
 
 
 def test_pretrain_finetune_and_probe_as_documented(tmp_path):

@@ -11,14 +11,12 @@ import contextlib
 import json
 import pickle
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cli import REPO, TINY_RUN, run_train
+from cli import TINY_RUN, run_script, run_train
 from fake_data import write_fake_cifar
 
 import data.download_check
@@ -213,8 +211,7 @@ def test_every_standin_is_read_by_the_real_reader(tmp_path, name):
 @pytest.mark.slow  # a fresh interpreter for the command, then a run
 def test_standin_command_then_train_py_records_the_standin(tmp_path):
     root = tmp_path / "standin"
-    cmd = [sys.executable, "scripts/make_standin_data.py", "--dataset", "cifar10", "--root", str(root)]
-    made = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    made = run_script("scripts/make_standin_data.py", ["--dataset", "cifar10", "--root", root])
     assert made.returncode == 0, made.stderr
     assert "cifar10: stand-in files under" in made.stdout and "never comparable" in made.stdout
     assert (root / "STANDIN.txt").is_file() and (root / "cifar-10-batches-py" / "data_batch_5").is_file()
@@ -222,9 +219,7 @@ def test_standin_command_then_train_py_records_the_standin(tmp_path):
     assert proc.returncode == 0, proc.output
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["data_fingerprint"]["standin"] is True
-    refused = subprocess.run(
-        [*cmd[:3], "mnist", "--root", str(root)], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
+    refused = run_script("scripts/make_standin_data.py", ["--dataset", "mnist", "--root", root])
     assert refused.returncode == 2 and "invalid choice: 'mnist'" in refused.stderr
 
 

@@ -30,19 +30,17 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from cli import (
-    REPO,
     TINY_RUN,
     final_weights,
     metrics_records,
     results_numbers,
     run_forked,
+    run_script,
     run_train,
     same_tensors,
     train_in_process,
@@ -429,26 +427,14 @@ def test_a_failing_job_in_a_sweep_does_not_stop_the_others(tmp_path):
     finished = [d for d in job_dirs if (d / "results.json").exists()]
     assert len(finished) == 1 and results_numbers(finished[0])["rho"] == 0.05  # the later job ran
     # scripts/compare.py summarises the finished cell and lists the failed one as missing.
-    compare = subprocess.run(
-        [sys.executable, "scripts/compare.py", str(sweep), "--csv"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    compare = run_script("scripts/compare.py", [sweep, "--csv"])
     assert compare.returncode == 0, compare.stderr
     ours = [line for line in compare.stdout.splitlines() if ",digits," in line]
     finished_rows = [line for line in ours if line.startswith("matched") or line.startswith("no_paper_cell")]
     assert len(finished_rows) == 1 and ",0.05," in finished_rows[0], compare.stdout
     failed_rows = [line for line in ours if line.startswith("missing_run")]
     assert len(failed_rows) == 1 and ",-1.0," in failed_rows[0], compare.stdout  # the failed cell is missing
-    markdown = subprocess.run(
-        [sys.executable, "scripts/compare.py", str(sweep)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
+    markdown = run_script("scripts/compare.py", [sweep]).stdout
     assert "Runs without results.json" in markdown and "job0" in markdown
 
 

@@ -26,13 +26,12 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from cli import REPO, TINY_RUN, run_forked, run_many, run_train, train_command
+from cli import REPO, TINY_RUN, run_forked, run_many, run_script, run_train, train_command
 from fake_data import write_fake_cifar
 
 # The issue's $B (tests/cli.py's TINY_RUN), evaluation cut to one batch.
@@ -177,13 +176,7 @@ def test_a_diverged_run_exits_3_naming_the_last_good_checkpoint_and_writes_no_re
     last = tmp_path / "late_nan" / "checkpoints" / "last.pt"
     assert f"last good checkpoint is {last} (epoch 1, step 4)" in late_nan.stderr
     assert torch.load(last, weights_only=True)["global_step"] == 4
-    compare = subprocess.run(
-        [sys.executable, "scripts/compare.py", str(tmp_path), "--csv"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    compare = run_script("scripts/compare.py", [tmp_path, "--csv"])
     assert compare.returncode == 0, compare.stderr
     assert [r.split(",")[0] for r in compare.stdout.splitlines() if ",digits," in r] == ["missing_run"] * 2
 
