@@ -6,15 +6,11 @@ takes each batch's dataset rows from the tensor loader; on torchvision's loader 
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from cli import (
-    REPO,
-    child_env,
     compose_train,
     final_weights,
     metrics_records,
@@ -116,11 +112,6 @@ def test_sigkill_and_resume_of_stateful_variants_match_uninterrupted_runs(tmp_pa
         assert ours["optimizer"] == name
 
 
-def saf_command(run_dir: Path, *extra: str, fault: str | None = None) -> list[str]:
-    script = "tests/faults.py" if fault else "train.py"
-    return [sys.executable, script, *TINY, "epochs=3", *extra, f"hydra.run.dir={run_dir}"]
-
-
 @pytest.mark.slow
 def test_saf_runs_through_train_py_and_resumes_exactly(tmp_path: Path):
     (refused,) = run_many(
@@ -135,18 +126,17 @@ def test_saf_runs_through_train_py_and_resumes_exactly(tmp_path: Path):
     # checkpoint), resumed, equal to the uninterrupted run bit for bit.
     args = ["optimizer=saf", "optimizer.variant.past_epochs=1", "optimizer.variant.start_epoch=1", EVERY_STEP]
 
-    def run(name: str, fault: str | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            saf_command(tmp_path / name, *args, fault=fault), cwd=REPO, env=child_env(fault=fault),
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-
-    straight = run("straight")
-    assert straight.returncode == 0, straight.stdout + straight.stderr
-    killed = run("saf", fault="step:6")
-    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
-    resumed = run("saf")
-    assert resumed.returncode == 0 and "resumed from" in resumed.stdout + resumed.stderr
+    saf = [*TINY, "epochs=3", *args]
+    straight, killed = run_many(
+        [
+            {"args": saf, "run_dir": tmp_path / "straight"},
+            {"args": saf, "run_dir": tmp_path / "saf", "fault": "step:6"},
+        ]
+    )
+    assert straight.returncode == 0, straight.output
+    assert killed.returncode == -signal.SIGKILL, killed.output
+    (resumed,) = run_many([{"args": saf, "run_dir": tmp_path / "saf"}])
+    assert resumed.returncode == 0 and "resumed from" in resumed.output, resumed.output
     ours, ref = results_numbers(tmp_path / "saf"), results_numbers(tmp_path / "straight")
     for results in (ours, ref):
         results["config"]["trainer"].pop("checkpoint_interval_min", None)
