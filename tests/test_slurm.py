@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from cli import REPO, TINY_RUN, final_weights, metrics_records, results_numbers, same_tensors
+from cli import REPO, TINY_RUN, final_weights, metrics_records, results_numbers, run_train, same_tensors
 
 pytestmark = pytest.mark.slow
 
@@ -195,7 +195,10 @@ def launch(
 def local_reference(tmp: Path, args: list[str], launcher: list[str] | None = None) -> Outcome:
     """The same run without SLURM, uninterrupted (torchrun for DDP)."""
     run_dir = tmp / "run"
-    cmd = [*(launcher or [sys.executable]), "train.py", *args, f"hydra.run.dir={run_dir}"]
+    if launcher is None:  # forked from the tests' server (tests/cli.py): the same run, without the imports
+        run = run_train(args, run_dir, timeout=DEADLINE_S)
+        return Outcome(run.returncode, run.stdout + run.stderr, run_dir)
+    cmd = [*launcher, "train.py", *args, f"hydra.run.dir={run_dir}"]
     proc = subprocess.run(cmd, cwd=REPO, env=env_with({}), capture_output=True, text=True, timeout=DEADLINE_S)
     return Outcome(proc.returncode, proc.stdout + proc.stderr, run_dir)
 
