@@ -160,6 +160,7 @@ def test_bytes_keys_are_read_as_the_same_data(tmp_path, spec):
         assert got[2] == want[2] and all(isinstance(n, str) for n in got[2])
 
 
+@pytest.mark.slow  # through train.py
 def test_wrong_size_images_name_the_file_through_train_py(tmp_path):
     root = write_fake_cifar(tmp_path / "data", "cifar10", n_train=50, n_test=10)
     bad = root / "cifar-10-batches-py" / "data_batch_3"

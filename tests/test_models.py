@@ -139,7 +139,14 @@ DEEP_STAND_INS = {
 }
 
 
-@pytest.mark.parametrize("name", [n for n in list_models() if n != "efficientnet_b7"])
+@pytest.mark.parametrize(
+    "name",
+    [  # the meta-device ones take seconds each (hundreds of layers): in the slow suite
+        pytest.param(n, marks=pytest.mark.slow) if n in ON_META else n
+        for n in list_models()
+        if n != "efficientnet_b7"
+    ],
+)
 def test_forward_backward_digits_shape(name):
     """Every registry model on (B, 1, 8, 8) digits-shaped input with in_chans=1."""
     torch.manual_seed(0)

@@ -518,6 +518,7 @@ def _tree(root: Path) -> dict[str, tuple[int, int]]:
     }
 
 
+@pytest.mark.slow  # many train.py commands
 def test_bad_command_lines_fail_fast_with_a_clear_message_and_write_nothing_elsewhere(runs, tmp_path):
     """Every case runs train.py as __main__ with its argv, in a child forked from a process that has
     imported its modules (tests/cli.py ``run_forked``: ``python train.py ARGS`` without ~6 s of imports);

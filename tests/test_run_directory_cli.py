@@ -264,6 +264,7 @@ REFUSED = [
 ]
 
 
+@pytest.mark.slow  # train.py commands
 def test_bad_values_and_dataset_files_are_refused_up_front_and_create_no_directory(tmp_path):
     jobs = []
     for i, (overrides, setup, _, _) in enumerate(REFUSED):

@@ -85,6 +85,7 @@ def test_legacy_defaults_name_real_keys_with_values_of_their_type():
         assert type(node) is type(value), key
 
 
+@pytest.mark.slow  # train.py commands
 def test_typos_are_refused_with_a_plus_or_without(tmp_path):
     runs = run_many(
         [

@@ -25,7 +25,8 @@ def run_train(args: list[str], run_dir: Path | None = None, **kwargs):
     return run
 
 
-@pytest.mark.parametrize("launcher", ["basic", pytest.param("submitit_local", marks=pytest.mark.slow)])
+@pytest.mark.slow  # a multirun through train.py
+@pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
 def test_multirun_over_two_values_writes_two_run_dirs(tmp_path, launcher):
     """Hydra's basic launcher, and submitit's (pickled jobs in their own processes, as on SLURM)."""
     sweep = tmp_path / "sweep"
@@ -52,6 +53,7 @@ def test_multirun_over_two_values_writes_two_run_dirs(tmp_path, launcher):
         assert list(sweep.rglob("*_submitted.pkl")), "jobs were not submitted through submitit"
 
 
+@pytest.mark.slow  # a train.py run with W&B
 def test_wandb_offline_run_lands_on_disk_with_metrics(tmp_path):
     run_dir = tmp_path / "run"
     run_train(
