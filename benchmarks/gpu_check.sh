@@ -32,9 +32,9 @@ OUT=${OUT:-runs/gpu_check/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 
 if [ "$DEVICE" = cpu ]; then  # dry run: tiny sizes, same code paths
-  SAM_ARGS=(--device cpu --model wrn_tiny_digits --batch-size 8 --m 4 --rounds 1 --warmup 0 --threads 2 --no-memory)
+  SAM_ARGS=(--device cpu --model wrn_tiny_digits --batch-size 8 --m 4 --rounds 1 --warmup 0 --threads 1 --no-memory)
   FP16=fp32  # fp16 needs CUDA: the dry run takes the same path in fp32
-  TRAIN_ARGS=(--device cpu --batch-size 16 --batches 2 --rounds 1 --depth 10 --widen-factor 1 --threads 2)
+  TRAIN_ARGS=(--device cpu --batch-size 16 --batches 2 --rounds 1 --depth 10 --widen-factor 1 --threads 1)
   DATA_ARGS=(--device cpu --num-images 512 --batch-size 64 --repeats 1 --workers 1)
   WRN_ARGS=(--device cpu --depth 10 --widen-factor 1 --batch-size 8 --steps 2 --warmup 1)
   TP_FILE=$OUT/throughput.yaml  # never the committed file: the dry run's figures are not measurements
