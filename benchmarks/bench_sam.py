@@ -193,6 +193,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed(device: torch.device, step, *args):
+    """``step(*args)`` between two device synchronisations: (its result, seconds)."""
+    sync(device)
+    t0 = time.perf_counter()
+    result = step(*args)
+    sync(device)
+    return result, time.perf_counter() - t0
+
+
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class Variant:
@@ -265,11 +274,7 @@ def time_interleaved(variants: list[Variant], batches: list[tuple[Tensor, Tensor
         order = variants[r % len(variants) :] + variants[: r % len(variants)]
         x, y = batches[r % len(batches)]
         for v in order:
-            sync(device)
-            t0 = time.perf_counter()
-            result = v.run(x, y)
-            sync(device)
-            dt = time.perf_counter() - t0
+            result, dt = timed(device, v.run, x, y)
             if not torch.isfinite(result.loss):
                 raise RuntimeError(f"{v.name}: non-finite loss {float(result.loss)}; timings would be off")
             if r >= args.warmup:
@@ -462,12 +467,9 @@ def kernel_floor(
     times: dict[str, list[float]] = {"whole": [], "chunked": []}
     for r in range(rounds + 1):
         for name, fn in (("whole", whole), ("chunked", chunked)):
-            sync(device)
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
+            _, seconds = timed(device, fn)
             if r:  # the first round warms up
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(seconds)
             model.zero_grad(set_to_none=True)
     return statistics.median(times["chunked"]) / statistics.median(times["whole"])
 

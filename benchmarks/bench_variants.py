@@ -49,7 +49,6 @@ import json
 import random
 import statistics
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,7 +69,7 @@ from bench_sam import (  # noqa: E402
     load_line,
     param_bytes,
     resolve_device,
-    sync,
+    timed,
 )
 
 import plugins  # noqa: E402, F401  (variants added in plugins/ are benchmarked too)
@@ -216,11 +215,7 @@ def time_model(model_name: str, args, device) -> tuple[list[Runner], int]:
         order = order_rng.sample(runners, len(runners))
         x, y = batches[r % 2]
         for runner in order:
-            sync(device)
-            t0 = time.perf_counter()
-            result, two = runner.run(x, y)
-            sync(device)
-            dt = time.perf_counter() - t0
+            (result, two), dt = timed(device, runner.run, x, y)
             if not torch.isfinite(result.loss):
                 raise RuntimeError(f"{runner.name}: non-finite loss; its timing would not be a real step's")
             if r >= args.warmup:

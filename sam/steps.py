@@ -197,10 +197,8 @@ def sam_chunk_passes(
     e_i consumes it; the SAM variants use it to build the batch's plain gradient. Returns the mean loss
     at w and the number of correct predictions.
     """
-    amp = opts.precision
     params = trainable_params(optimizer)
     all_params = optimizer.params()
-    scale = amp.loss_scale
     bn = ChunkedBNStats(model)
     optimizer.zero_grad(set_to_none=True)
     losses, hits = [], []
@@ -208,12 +206,7 @@ def sam_chunk_passes(
         rng = RNGState(x.device)
         bn.begin_chunk()
         # Pass 1 at w, into its own gradient list (.grad accumulates the chunks' SAM gradients).
-        with no_sync_if(model, True), true_gradient(model, True):
-            with amp.autocast():
-                logits = model(xc)
-                loss = opts.loss_fn(logits, yc)
-            grads = list(torch.autograd.grad(amp.scale(loss), all_params, allow_unused=True))
-        add_l2_gradient_(all_params, opts.l2_weight_decay, scale, grads=grads)
+        grads, loss, logits = chunk_gradient(model, xc, yc, opts, all_params)
         bn.end_chunk()
         losses.append(loss.detach())
         hits.append(count_hits(logits, yc))
@@ -225,6 +218,21 @@ def sam_chunk_passes(
         sam_chunk_second_pass(model, optimizer, xc, yc, opts, params, rng, chunks, last=i == chunks - 1)
     bn.finish()
     return torch.stack(losses).mean(), torch.stack(hits).sum()
+
+
+def chunk_gradient(
+    model: nn.Module, xc: Tensor, yc: Tensor, opts: StepOptions, all_params: list[Tensor]
+) -> tuple[list[Tensor | None], Tensor, Tensor]:
+    """grad L_chunk(w) (+ L2) as its own list aligned with ``all_params``, kept on this replica (no
+    all-reduce, .grad untouched); also the chunk's loss and logits."""
+    amp = opts.precision
+    with no_sync_if(model, True), true_gradient(model, True):
+        with amp.autocast():
+            logits = model(xc)
+            loss = opts.loss_fn(logits, yc)
+        grads = list(torch.autograd.grad(amp.scale(loss), all_params, allow_unused=True))
+    add_l2_gradient_(all_params, opts.l2_weight_decay, amp.loss_scale, grads=grads)
+    return grads, loss, logits
 
 
 def sam_chunk_second_pass(

@@ -42,11 +42,11 @@ from torch import Tensor
 
 from sam.batchnorm import ChunkedBNStats, frozen_bn_stats
 from sam.foreach import global_grad_norm
-from sam.randomness import RNGState, true_gradient
+from sam.randomness import RNGState
 from sam.steps import (
     StepFn,
+    chunk_gradient,
     count_hits,
-    no_sync_if,
     num_chunks,
     sam_chunk_second_pass,
     sam_step,
@@ -57,7 +57,6 @@ from sam.steps import (
 )
 from sam.variants.base import VariantSAM, check_range, step_generator
 from sam.variants.passes import all_reduce_mean_, finish_step, first_pass, is_ddp, perturbed_pass
-from sam.weight_decay import add_l2_gradient_
 
 
 def _check_total_steps(total_steps: Any, who: str) -> int:
@@ -299,7 +298,7 @@ class AESAM(VariantSAM):
         for xc, yc in parts:
             rngs.append(RNGState(x.device))
             bn.begin_chunk()
-            grads = self._chunk_gradient(model, xc, yc, opts, all_params, scale, losses, hits)
+            grads = self._chunk_gradient(model, xc, yc, opts, all_params, losses, hits)
             bn.end_chunk()
             present = [g for g in grads if g is not None]
             squares.append(global_grad_norm(present).double() ** 2 / scale**2)
@@ -315,7 +314,7 @@ class AESAM(VariantSAM):
             for i, ((xc, yc), rng) in enumerate(zip(parts, rngs)):
                 rng.restore()
                 with frozen_bn_stats(model):  # the statistics moved once, in pass 1 above
-                    grads = self._chunk_gradient(model, xc, yc, opts, all_params, scale, [], [])
+                    grads = self._chunk_gradient(model, xc, yc, opts, all_params, [], [])
                 self.first_step(grads=grads)  # w -> w + e_i
                 del grads
                 sam_chunk_second_pass(model, self, xc, yc, opts, params, rng, chunks, last=i == chunks - 1)
@@ -324,15 +323,9 @@ class AESAM(VariantSAM):
         return finish_step(self, opts, torch.stack(losses).mean(), torch.stack(hits).sum()), use
 
     @staticmethod
-    def _chunk_gradient(model, xc, yc, opts, all_params, scale, losses, hits):
-        """grad L_chunk(w) (+ L2), aligned with ``all_params``, kept on this replica (no all-reduce)."""
-        amp = opts.precision
-        with no_sync_if(model, True), true_gradient(model, True):
-            with amp.autocast():
-                logits = model(xc)
-                loss = opts.loss_fn(logits, yc)
-            grads = list(torch.autograd.grad(amp.scale(loss), all_params, allow_unused=True))
-        add_l2_gradient_(all_params, opts.l2_weight_decay, scale, grads=grads)
+    def _chunk_gradient(model, xc, yc, opts, all_params, losses, hits):
+        """``chunk_gradient``, recording the chunk's loss and hits when asked (pass 1 only)."""
+        grads, loss, logits = chunk_gradient(model, xc, yc, opts, all_params)
         losses.append(loss.detach())
         hits.append(count_hits(logits, yc))
         return grads
