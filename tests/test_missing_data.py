@@ -224,6 +224,7 @@ def test_standin_command_then_train_py_records_the_standin(tmp_path):
     assert refused.returncode == 2 and "invalid choice: 'mnist'" in refused.stderr
 
 
+@pytest.mark.slow  # a train.py command (the tests' fork server)
 def test_a_failure_after_the_run_started_is_printed_once_and_kept_in_train_log(tmp_path):
     """The twice-printed refusal (Hydra's log line on stdout + the error line on stderr): now the terminal
     shows the error line alone, and train.log, once the run directory was accepted, still records it."""

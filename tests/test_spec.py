@@ -111,6 +111,7 @@ def test_typos_are_refused_with_a_plus_or_without(tmp_path):
         assert not (tmp_path / name).exists(), "a refused command must not create its run directory"
 
 
+@pytest.mark.slow  # a train.py command (the tests' fork server)
 def test_a_results_json_without_config_is_refused_not_taken_as_done(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

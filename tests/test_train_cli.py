@@ -147,6 +147,7 @@ def test_compile_and_channels_last_train_the_same_model(tmp_path):
         torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4, msg=k)
 
 
+@pytest.mark.slow  # the fork server's own check: it starts the server, which only the slow tests use
 def test_a_forked_run_imports_nothing_heavy_itself(tmp_path):
     """tests/cli.py's fork server imports what a run imports (WARM_IMPORTS): train.py loads torch lazily (its
     --help answers first), so a server that imported train.py alone left every forked run paying ~10 s of
