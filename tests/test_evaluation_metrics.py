@@ -238,3 +238,32 @@ def test_corruption_errors_read_cifar10_c_files_per_severity_and_respect_a_class
         AlwaysClass(0, 2), arrays, "cifar10", str(tmp_path), None, EvalOptions(), [3, 7]
     )
     assert subset["families"]["contrast"]["1"] == pytest.approx(100 / 3)
+
+
+@pytest.mark.parametrize("preprocessing", ["official", "torchvision"])
+def test_evaluation_sees_the_test_images_the_runs_own_loader_gave_it_at_its_image_size(preprocessing):
+    """A run trained at dataset.image_size is evaluated on its test loader's images: resized by its own
+    preprocessing (the evaluation used to resize bilinearly whatever the run's, TF1 bicubic by default)."""
+    from analysis.evaluation.run_evaluation import evaluation_batches
+    from data.build import build_data, load_arrays
+
+    size = 16  # digits are 8 x 8
+    run_test = build_data(
+        "digits", root="unused", batch_size=64, eval_batch_size=100, augment="none", image_size=size,
+        preprocessing=preprocessing, device="cpu", num_workers=0,
+    ).test  # fmt: skip
+    arrays = load_arrays("digits", root="unused")
+    ours = list(
+        evaluation_batches(
+            arrays.test_images, arrays.test_labels, arrays.mean, arrays.std, size, 100, preprocessing
+        )
+    )
+    theirs = list(run_test)
+    assert [x.shape for x, _ in ours] == [x.shape for x, _ in theirs]
+    for (x, y), (x_run, y_run) in zip(ours, theirs):
+        assert torch.equal(y, y_run)
+        torch.testing.assert_close(x, x_run, rtol=0, atol=1e-5)
+    other = "torchvision" if preprocessing == "official" else "official"
+    x_other, _ = next(evaluation_batches(arrays.test_images, arrays.test_labels, arrays.mean, arrays.std,
+                                         size, 100, other))  # fmt: skip
+    assert (x_other - theirs[0][0]).abs().max() > 1e-2  # the two methods differ: the check can fail

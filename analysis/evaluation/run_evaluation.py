@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from analysis.evaluation.calibration import calibration_bins, calibration_report, reliability_diagram
 from analysis.evaluation.corruptions import FAMILIES, NOT_IMPLEMENTED, SEVERITIES, corrupt, read_corrupted
 from analysis.evaluation.features import feature_rank, linear_probe, logits_and_features
 from data.build import load_arrays
 from data.class_subset import select_classes
+from data.resolution import resize_batch
 from models import create_model
 from models.pretrained import classifier_prefix, split_finetune_options
 
@@ -40,9 +40,17 @@ class EvalOptions:
     seed: int = 0
 
 
-def _batches(
-    images: np.ndarray, labels: np.ndarray, mean, std, size: int | None, batch_size: int
-) -> Iterator:
+def evaluation_batches(
+    images: np.ndarray,
+    labels: np.ndarray,
+    mean: Sequence[float],
+    std: Sequence[float],
+    size: int | None,
+    batch_size: int,
+    preprocessing: str = "official",
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The images in file order as the run's test loader gives them: normalised, then resized to ``size`` by
+    the run's ``dataset.preprocessing`` through the trainer's own ``resize_batch`` (never a second rule)."""
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     for lo in range(0, len(labels), batch_size):
@@ -52,7 +60,7 @@ def _batches(
         )
         x = (x - mean_t) / std_t
         if size is not None and size != x.shape[-1]:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+            x = resize_batch(x, size, preprocessing)
         yield x, torch.from_numpy(np.asarray(labels[lo : lo + batch_size], dtype=np.int64))
 
 
@@ -153,6 +161,7 @@ def evaluate_run(run_dir: Path, options: EvalOptions = EvalOptions()) -> dict:
     ds = cfg["dataset"]
     root = options.data_root or ds["root"]
     size = ds.get("image_size")
+    method = ds.get("preprocessing", "official")  # how the run's loaders resized to ``size``
     arrays = load_arrays(ds["name"], root=root, classes=ds.get("classes"))
     model = build_model(state, cfg, arrays.num_classes, arrays.train_images.shape[3])
     head = _head(model)
@@ -162,7 +171,9 @@ def evaluate_run(run_dir: Path, options: EvalOptions = EvalOptions()) -> dict:
     logits, feats, labels = logits_and_features(
         model,
         head,
-        _batches(arrays.test_images, arrays.test_labels, arrays.mean, arrays.std, size, options.batch_size),
+        evaluation_batches(
+            arrays.test_images, arrays.test_labels, arrays.mean, arrays.std, size, options.batch_size, method
+        ),
     )
     test_error = 100.0 * float((logits.argmax(1) != labels).double().mean())
     out["test_error_pct"] = test_error
@@ -211,25 +222,27 @@ def evaluate_run(run_dir: Path, options: EvalOptions = EvalOptions()) -> dict:
     _, train_f, train_y = logits_and_features(
         model,
         head,
-        _batches(
+        evaluation_batches(
             probe_arrays.train_images,
             probe_arrays.train_labels,
             arrays.mean,
             arrays.std,
             size,
             options.batch_size,
+            method,
         ),
     )
     _, test_f, test_y = logits_and_features(
         model,
         head,
-        _batches(
+        evaluation_batches(
             probe_arrays.test_images,
             probe_arrays.test_labels,
             arrays.mean,
             arrays.std,
             size,
             options.batch_size,
+            method,
         ),
     )
     probe = linear_probe(train_f.numpy(), train_y.numpy(), test_f.numpy(), test_y.numpy(), seed=options.seed)
@@ -244,22 +257,29 @@ def evaluate_run(run_dir: Path, options: EvalOptions = EvalOptions()) -> dict:
     # -- corruptions
     if options.corruptions:
         out["corruptions"] = corruption_errors(
-            model, arrays, ds["name"], root, size, options, ds.get("classes")
+            model, arrays, ds["name"], root, size, options, ds.get("classes"), method
         )
         out["corruption_error_pct"] = out["corruptions"]["mean_error_pct"]
     return out
 
 
 @torch.no_grad()
-def _error(model, images, labels, arrays, size, batch_size) -> float:
+def _error(model, images, labels, arrays, size, batch_size, preprocessing: str = "official") -> float:
     wrong = 0
-    for x, y in _batches(images, labels, arrays.mean, arrays.std, size, batch_size):
+    for x, y in evaluation_batches(images, labels, arrays.mean, arrays.std, size, batch_size, preprocessing):
         wrong += int((model(x).argmax(1) != y).sum())
     return 100.0 * wrong / len(labels)
 
 
 def corruption_errors(
-    model, arrays, dataset: str, root: str, size: int | None, options: EvalOptions, classes=None
+    model,
+    arrays,
+    dataset: str,
+    root: str,
+    size: int | None,
+    options: EvalOptions,
+    classes=None,
+    preprocessing: str = "official",
 ) -> dict:
     files = read_corrupted(root, dataset)
     if files is not None and classes is not None:  # the released files hold every class: keep the run's
@@ -277,6 +297,7 @@ def corruption_errors(
                     arrays,
                     size,
                     options.batch_size,
+                    preprocessing,
                 )
                 for s in SEVERITIES
             }
@@ -291,6 +312,7 @@ def corruption_errors(
                     arrays,
                     size,
                     options.batch_size,
+                    preprocessing,
                 )
                 for s in SEVERITIES
             }
