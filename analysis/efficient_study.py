@@ -203,6 +203,13 @@ def verdict(cost: tuple[float, float], share: tuple[float, float]) -> str:
     return "undecided"
 
 
+def _goal(name: str, gain_resolved: bool, cost: tuple[float, float], share: tuple[float, float]) -> str:
+    """The goal column: empty for the two references, n/a without a resolved SAM gain, else the verdict."""
+    if name in ("sgd", "sam"):
+        return ""
+    return verdict(cost, share) if gain_resolved else "n/a"
+
+
 def summarise(
     runs: Runs, n_boot: int, seed: int = 0, bench: dict[str, dict[str, list[float]]] | None = None
 ) -> list[dict]:
@@ -259,11 +266,7 @@ def summarise(
                 study_time_ci95=time_ci,
                 two_pass_share=passes,
                 wall_time_s=statistics.fmean(by_seed[s]["wall_time_s"] for s in seeds),
-                goal=""
-                if name in ("sgd", "sam")
-                else verdict((cost_lo, cost_hi), (float(lo), float(hi)))
-                if gain_resolved
-                else "n/a",
+                goal=_goal(name, gain_resolved, (cost_lo, cost_hi), (float(lo), float(hi))),
             )
         )
     order = list(PAPERS)

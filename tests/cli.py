@@ -99,21 +99,23 @@ def run_train(
     launcher: list[str] | None = None,
     fault: str | None = None,
     fresh_interpreter: bool = False,
+    root: Path = REPO,
 ) -> Run:
     """``python train.py ARGS [hydra.run.dir=RUN_DIR]`` from the repo root, one thread, W&B offline.
 
     ``env`` adds variables. ``fault`` (e.g. ``"step:3:TERM"``) runs ``tests/faults.py`` instead, which is
     train.py with that fault injected (see there). ``launcher`` replaces ``python`` (e.g. torchrun).
-    A child still running after ``timeout`` seconds is killed (returncode -9).
+    A child still running after ``timeout`` seconds is killed (returncode -9). ``root``: the repository
+    whose train.py runs (REPO, or a test's copy of it).
     """
     if launcher is None and not fresh_interpreter:
         job = {"args": args, "run_dir": run_dir, "env": env, "fault": fault}
-        return run_forked([job], workers=1, timeout=timeout)[0]
+        return run_forked([job], workers=1, timeout=timeout, root=root)[0]
     cmd = train_command(args, run_dir, launcher, script="tests/faults.py" if fault else "train.py")
     start = time.perf_counter()
     try:
         proc = subprocess.run(
-            cmd, cwd=REPO, env=child_env(env, fault), capture_output=True, text=True, timeout=timeout
+            cmd, cwd=root, env=child_env(env, fault), capture_output=True, text=True, timeout=timeout
         )
     except subprocess.TimeoutExpired as err:
         out, errs = (

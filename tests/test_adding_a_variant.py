@@ -23,8 +23,8 @@ from cli import (
     copy_repository,
     final_weights,
     results_numbers,
-    run_forked,
     run_script,
+    run_train,
     same_tensors,
 )
 
@@ -42,8 +42,7 @@ def page_files() -> dict[str, str]:
 
 def train(copy: Path, run_dir: Path, *extra: str, fault: str | None = None) -> Run:
     """The copy's ``python train.py ...`` (forked from a server that imported the copy's modules)."""
-    job = {"args": [*TINY_RUN, *extra], "run_dir": run_dir, "fault": fault}
-    return run_forked([job], workers=1, timeout=300, root=copy)[0]
+    return run_train([*TINY_RUN, *extra], run_dir, fault=fault, root=copy)
 
 
 def test_the_page_adds_a_variant_that_trains_resumes_and_compares(tmp_path):

@@ -298,8 +298,10 @@ class AESAM(VariantSAM):
         for xc, yc in parts:
             rngs.append(RNGState(x.device))
             bn.begin_chunk()
-            grads = self._chunk_gradient(model, xc, yc, opts, all_params, losses, hits)
+            grads, loss, logits = chunk_gradient(model, xc, yc, opts, all_params)
             bn.end_chunk()
+            losses.append(loss.detach())
+            hits.append(count_hits(logits, yc))
             present = [g for g in grads if g is not None]
             squares.append(global_grad_norm(present).double() ** 2 / scale**2)
             with torch.no_grad():  # the SGD direction: the mean of the chunk gradients
@@ -314,18 +316,10 @@ class AESAM(VariantSAM):
             for i, ((xc, yc), rng) in enumerate(zip(parts, rngs)):
                 rng.restore()
                 with frozen_bn_stats(model):  # the statistics moved once, in pass 1 above
-                    grads = self._chunk_gradient(model, xc, yc, opts, all_params, [], [])
+                    grads = chunk_gradient(model, xc, yc, opts, all_params)[0]
                 self.first_step(grads=grads)  # w -> w + e_i
                 del grads
                 sam_chunk_second_pass(model, self, xc, yc, opts, params, rng, chunks, last=i == chunks - 1)
         elif is_ddp(model):  # the SGD direction averaged over the replicas, as DDP's backward would
             all_reduce_mean_([p.grad for p in params if p.grad is not None])
         return finish_step(self, opts, torch.stack(losses).mean(), torch.stack(hits).sum()), use
-
-    @staticmethod
-    def _chunk_gradient(model, xc, yc, opts, all_params, losses, hits):
-        """``chunk_gradient``, recording the chunk's loss and hits when asked (pass 1 only)."""
-        grads, loss, logits = chunk_gradient(model, xc, yc, opts, all_params)
-        losses.append(loss.detach())
-        hits.append(count_hits(logits, yc))
-        return grads
